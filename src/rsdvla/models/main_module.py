@@ -1,0 +1,32 @@
+"""MainModule: trains the depth-autoregressive main model with teacher forcing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rsdvla.models.head_module import CodeHeadModule
+from rsdvla.models.main import MainConfig, MainModel
+
+
+class MainModule(CodeHeadModule):
+    """``batch = {"hidden": [B, H], "tokens": [B, L, N]}``; loss over all L layers."""
+
+    def __init__(
+        self,
+        main: dict,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        action_stats: dict | None = None,
+    ):
+        super().__init__(main["num_code_layers"], optimizer, scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.hparams["kind"] = "main"
+        self.model = MainModel(MainConfig(**main))
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["hidden"], batch["tokens"].long())
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        return batch["tokens"]

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny hidden-state stores written in the real format, and Hydra composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from rsdvla.data import ActionNormalizer, HiddenStateStoreWriter
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def write_synthetic_store(path: Path, episodes: int = 12, steps: int = 24, hidden_dim: int = 32, seed: int = 0) -> Path:
+    """A store whose hidden states determine the actions (smooth per-episode trajectories)."""
+    rng = np.random.default_rng(seed)
+    raw = []
+    for _ in range(episodes):
+        phase = rng.uniform(0, 2 * np.pi, size=7)
+        t = np.arange(steps + 7)[:, None] * 0.2
+        a = 0.5 * np.sin(t + phase)
+        a[:, 6] = np.where(np.sin(t[:, 0] + phase[6]) > 0, 1.0, -1.0)
+        raw.append(a.astype(np.float32))
+    norm = ActionNormalizer.fit(np.concatenate(raw))
+    proj = rng.normal(size=(7 * 8, hidden_dim)).astype(np.float32)
+    writer = HiddenStateStoreWriter(path, hidden_dim, "synthetic", norm.to_dict(), ["task zero", "task one"])
+    for e, a in enumerate(raw):
+        chunks = np.stack([norm.normalize(a[i : i + 8]) for i in range(steps)])
+        hidden = chunks.reshape(steps, -1) @ proj
+        writer.append_episode(e, hidden, chunks, task_id=e % 2)
+    return writer.finalize()
+
+
+@pytest.fixture
+def synthetic_store(tmp_path: Path) -> Path:
+    return write_synthetic_store(tmp_path / "store.h5")
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` as Hydra would, with ``paths.output_dir`` set (no Hydra runtime in tests)."""
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
