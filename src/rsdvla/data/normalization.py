@@ -69,8 +69,7 @@ class ActionNormalizer:
     def normalize(self, actions):
         """Raw ``[..., A]`` -> normalized ``[..., A]`` (numpy or torch)."""
         lo, hi, mask = self._bounds(actions)
-        scale = hi - lo
-        scale = scale + (scale == 0) * 1e-8
+        scale = (hi - lo).clip(1e-8, None)  # a constant dimension maps to -1, not NaN
         out = 2 * (actions - lo) / scale - 1
         out = out.clip(-1, 1)
         return torch.where(mask, out, actions) if isinstance(actions, torch.Tensor) else np.where(mask, out, actions)

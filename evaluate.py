@@ -1,0 +1,16 @@
+"""Evaluate a decoder: ``python evaluate.py env=libero decoder=rsd trials=50`` or ``env=offline``."""
+
+import hydra
+from omegaconf import DictConfig
+
+import rsdvla.evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    metrics = rsdvla.evaluate.run(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Load what an evaluation needs from standalone checkpoints: tokenizer, main, draft, decoders."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+
+from rsdvla.checkpoints import CheckpointError, check_tokenizer_matches
+from rsdvla.data.normalization import ActionNormalizer
+from rsdvla.models import DraftModel, MainModel
+from rsdvla.tokenizer import RFSQTokenizer
+
+
+@dataclass
+class EvalStack:
+    """Everything between a hidden state and an action chunk.
+
+    ``decoder`` is the configured one (``cfg.decoder``); ``baseline`` is greedy main-only
+    decoding on the same models, timed side by side for the speedup.
+    """
+
+    tokenizer: RFSQTokenizer
+    main: MainModel
+    draft: DraftModel | None
+    decoder: Any
+    baseline: Any
+    normalizer: ActionNormalizer
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} but no CUDA GPU is visible; use device=cpu")
+    return torch.device(name)
+
+
+def decoder_needs_draft(decoder_cfg: DictConfig) -> bool:
+    """Whether the configured decoder class takes a ``draft`` argument."""
+    return "draft" in inspect.signature(get_class(decoder_cfg._target_)).parameters
+
+
+def load_stack(cfg: DictConfig) -> EvalStack:
+    """Checkpoints named in ``cfg.ckpt`` -> an :class:`EvalStack` on ``cfg.device``.
+
+    Fails early (one line naming the file and the field) when the tokenizer does not match the
+    main or draft model, or when the checkpoints carry no normalization statistics.
+    """
+    device = resolve_device(cfg.get("device", "auto"))
+    tokenizer = RFSQTokenizer.from_checkpoint(cfg.ckpt.tokenizer).to(device)
+    main = MainModel.from_checkpoint(cfg.ckpt.main).to(device)
+    check_tokenizer_matches(tokenizer.config, main.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.main}: main")
+    draft = None
+    if decoder_needs_draft(cfg.decoder):
+        draft = DraftModel.from_checkpoint(cfg.ckpt.draft).to(device)
+        check_tokenizer_matches(tokenizer.config, draft.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.draft}: draft")
+    if not main.action_stats:
+        raise CheckpointError(f"{cfg.ckpt.main}: field `hyper_parameters.action_stats` is missing; retrain with `python train.py model=main`")
+    normalizer = ActionNormalizer.from_dict(main.action_stats, source=f"{cfg.ckpt.main}: hyper_parameters.action_stats")
+    from rsdvla.decoding import MainOnlyDecoder
+
+    decoder = instantiate(cfg.decoder, main=main, tokenizer=tokenizer, **({"draft": draft} if draft else {}))
+    baseline = MainOnlyDecoder(main=main, tokenizer=tokenizer)
+    return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device)
