@@ -50,14 +50,17 @@ class ResidualFSQ(nn.Module):
         gradients reach ``z`` through a straight-through estimator and the scales directly.
         """
         half = (self.levels - 1) / 2
-        residual = z.detach()
-        codes = []
+        scales = self.scales.detach()
+        residual = z.detach().clone()
+        codes = torch.empty(*z.shape, self.num_layers, dtype=torch.long, device=z.device)
+        code = torch.empty_like(residual)
         with torch.no_grad():
-            for scale in self.scales:
-                code = torch.round(((residual / scale).clamp(-1.0, 1.0) + 1.0) * half)
-                residual = residual - scale * (code / half - 1.0)
-                codes.append(code.long())
-        codes = torch.stack(codes, dim=-1)
+            for layer in range(self.num_layers):  # in-place ops: no temporaries in the hot loop
+                scale = scales[layer]
+                torch.div(residual, scale, out=code)
+                code.clamp_(-1.0, 1.0).add_(1.0).mul_(half).round_()
+                codes[..., layer] = code
+                residual.sub_(code.div_(half).sub_(1.0).mul_(scale))
         z_hat = self.dequantize(codes) + (z - z.detach())  # adds an exact 0.0: value unchanged
         return z_hat, codes
 

@@ -86,9 +86,10 @@ class RFSQTokenizer(nn.Module):
 
         ``num_layers=n`` decodes from the first n layers only (the coarse reconstruction).
         """
-        if codes.min() < 0 or codes.max() >= self.levels:
+        low, high = torch.aminmax(codes)
+        if low < 0 or high >= self.levels:
             raise ValueError(
-                f"codes: values must lie in 0..{self.levels - 1}, got {int(codes.min())}..{int(codes.max())}; "
+                f"codes: values must lie in 0..{self.levels - 1}, got {int(low)}..{int(high)}; "
                 "were they produced by a tokenizer with the same `levels`?"
             )
         return self.decoder(self.quantizer.dequantize(codes, num_layers))

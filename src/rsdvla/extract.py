@@ -1,0 +1,184 @@
+"""Extraction: run a backbone over every step of every LIBERO demo and write a hidden-state store.
+
+``run(cfg)``:
+1. builds the backbone (``cfg.backbone`` via ``hydra.utils.instantiate``; openvla_oft fails here
+   on a machine without a GPU, before anything is read);
+2. indexes and validates the demos (only the observation keys the backbone needs);
+3. fits the action statistics over all demos;
+4. writes ``<out>.partial`` episode by episode (hidden ``[n, H]`` in batches of ``batch_size``,
+   normalized action chunks ``[n, 8, 7]``), skipping episodes a previous killed run committed;
+5. renames it to ``out`` (atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from rsdvla.backbones.base import Backbone
+from rsdvla.data.libero_demos import Episode, LiberoDemoSet, action_chunks
+from rsdvla.data.store import HiddenStateStore, HiddenStateStoreWriter, StoreError, partial_path
+
+log = logging.getLogger(__name__)
+
+
+def _demo_sources(demos) -> str | list[str]:
+    if OmegaConf.is_list(demos) or isinstance(demos, (list, tuple)):
+        return [str(d) for d in demos]
+    return str(demos)
+
+
+def encode_episode(
+    backbone: Backbone, episode: Episode, batch_size: int, progress: tqdm | None = None
+) -> np.ndarray:
+    """All steps of one episode -> hidden states ``[T, H]`` float32, in batches of ``batch_size``."""
+    parts = []
+    for start in range(0, len(episode), batch_size):
+        stop = min(start + batch_size, len(episode))
+        batch = {key: value[start:stop] for key, value in episode.obs.items()}
+        batch["instruction"] = [episode.instruction] * (stop - start)
+        parts.append(backbone.encode(batch).float().numpy())
+        if progress is not None:
+            progress.update(stop - start)
+    return np.concatenate(parts, axis=0)
+
+
+def build_backbone(cfg_backbone) -> Backbone:
+    """Instantiate the backbone config; Hydra's wrapper is removed so its one-line error shows as is."""
+    try:
+        return instantiate(cfg_backbone)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (ValueError, RuntimeError, OSError, ImportError)):
+            raise err.__cause__ from None
+        raise
+
+
+def _check_resume(writer: HiddenStateStoreWriter, stats: dict, sources: list[str]) -> None:
+    """A resumed .partial must have been started from the same demos (same statistics and files)."""
+    recorded = {
+        "action_stats": json.loads(writer.file.attrs["action_stats"]),
+        "source_files": json.loads(writer.file.attrs["source_files"]),
+    }
+    for key, mine in (("action_stats", stats), ("source_files", sources)):
+        if recorded[key] != mine:
+            raise StoreError(
+                f"{writer.partial}: attribute `{key}` differs from this run's demos; rerun with the same `demos` "
+                "or delete the .partial file to start over"
+            )
+
+
+def run(cfg: DictConfig) -> dict:
+    """Extract a hidden-state store; returns ``{"samples", "episodes", "seconds", "samples_per_second", "path"}``.
+
+    Config fields: ``backbone`` (group), ``demos`` (dir, file or list), ``out``, ``batch_size``,
+    ``chunk_size``, ``max_episodes`` (stop after this many newly written episodes, leaving the
+    ``.partial`` to resume; null = all), ``overwrite`` (recompute a finished store), ``progress``.
+    """
+    if int(cfg.batch_size) < 1:
+        raise ValueError(f"batch_size is {cfg.batch_size}; set batch_size>=1")
+    out = Path(str(cfg.out))
+    if out.exists() and not cfg.get("overwrite", False):
+        store = HiddenStateStore(out)
+        log.info(
+            "%s already exists (%d samples); set overwrite=true to extract again", out, len(store)
+        )
+        return {
+            "samples": 0,
+            "episodes": 0,
+            "seconds": 0.0,
+            "samples_per_second": 0.0,
+            "path": str(out),
+        }
+    if out.exists():
+        out.unlink()
+        partial_path(out).unlink(missing_ok=True)
+
+    started = time.perf_counter()
+    backbone = build_backbone(cfg.backbone)
+    backbone.eval()
+    demos = LiberoDemoSet(_demo_sources(cfg.demos), required_obs=backbone.required_obs)
+    normalizer = demos.fit_normalizer()
+    stats = normalizer.to_dict()
+    sources = [str(p) for p in demos.files]
+    log.info(
+        "%d demos, %d samples, %d tasks from %d file(s); backbone %s (H=%d)",
+        len(demos),
+        demos.num_samples,
+        len(demos.instructions),
+        len(demos.files),
+        backbone.backbone_id,
+        backbone.hidden_dim,
+    )
+
+    writer = HiddenStateStoreWriter(
+        out,
+        backbone.hidden_dim,
+        backbone.backbone_id,
+        stats,
+        demos.instructions,
+        sources,
+        chunk_size=int(cfg.chunk_size),
+        action_dim=7,
+    )
+    try:
+        _check_resume(writer, stats, sources)
+        done = writer.completed_episodes
+        already = sum(ref.length for ref in demos.demos if ref.episode in done)
+        if done:
+            log.info(
+                "resuming %s: %d episodes (%d samples) already committed",
+                writer.partial,
+                len(done),
+                already,
+            )
+        limit = cfg.get("max_episodes")
+        written_episodes = written_samples = 0
+        progress = tqdm(
+            total=demos.num_samples,
+            initial=already,
+            unit="sample",
+            desc="extract",
+            disable=not cfg.get("progress", True),
+        )
+        with progress, torch.inference_mode():
+            for episode in demos.episodes(skip=done):
+                if limit is not None and written_episodes >= int(limit):
+                    break
+                hidden = encode_episode(backbone, episode, int(cfg.batch_size), progress)
+                chunks = normalizer.normalize(action_chunks(episode.actions, int(cfg.chunk_size)))
+                writer.append_episode(episode.episode, hidden, chunks, episode.task_id)
+                written_episodes += 1
+                written_samples += len(episode)
+        committed = len(writer.completed_episodes)
+        complete = committed == len(demos)
+        if complete:
+            writer.finalize()
+            log.info("wrote %s", out)
+        else:
+            writer.close()
+            log.info(
+                "stopped early: %s holds %d/%d episodes; rerun to continue",
+                writer.partial,
+                committed,
+                len(demos),
+            )
+    except BaseException:
+        writer.close()
+        raise
+    seconds = time.perf_counter() - started
+    return {
+        "samples": written_samples,
+        "episodes": written_episodes,
+        "seconds": seconds,
+        "samples_per_second": written_samples / seconds if seconds > 0 else 0.0,
+        "path": str(out if complete else writer.partial),
+    }
