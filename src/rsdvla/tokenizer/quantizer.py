@@ -46,32 +46,36 @@ class ResidualFSQ(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantize ``z[..., D]`` -> (``z_hat[..., D]``, ``codes[..., D, L]``).
 
-        ``z_hat`` is exactly ``dequantize(codes)`` (so codes alone reproduce it bit for bit);
-        gradients reach ``z`` through a straight-through estimator and the scales directly.
+        ``z_hat`` equals ``dequantize(codes)`` bit for bit (same operations in the same order),
+        so codes alone reproduce it; gradients reach ``z`` through a straight-through estimator.
+        Codes are stored layer-major and returned as a ``[..., D, L]`` view.
         """
         half = (self.levels - 1) / 2
+        step = 2.0 / (self.levels - 1)
         scales = self.scales.detach()
-        residual = z.detach().clone()
-        codes = torch.empty(*z.shape, self.num_layers, dtype=torch.long, device=z.device)
-        code = torch.empty_like(residual)
-        with torch.no_grad():
-            for layer in range(self.num_layers):  # in-place ops: no temporaries in the hot loop
-                scale = scales[layer]
-                torch.div(residual, scale, out=code)
-                code.clamp_(-1.0, 1.0).add_(1.0).mul_(half).round_()
-                codes[..., layer] = code
-                residual.sub_(code.div_(half).sub_(1.0).mul_(scale))
-        z_hat = self.dequantize(codes) + (z - z.detach())  # adds an exact 0.0: value unchanged
-        return z_hat, codes
+        with torch.no_grad():  # in-place ops on preallocated buffers: no temporaries in the hot loop
+            residual = z.detach().clone()
+            codes = torch.empty(self.num_layers, *z.shape, dtype=torch.long, device=z.device)
+            value = torch.empty_like(residual)
+            z_hat = torch.zeros_like(residual)
+            for layer in range(self.num_layers):
+                torch.div(residual, scales[layer], out=value)
+                value.clamp_(-1.0, 1.0).add_(1.0).mul_(half).round_()
+                codes[layer].copy_(value)
+                value.mul_(step).sub_(1.0).mul_(scales[layer])  # = codes_to_values(code) * scale
+                z_hat.add_(value) if layer else z_hat.copy_(value)
+                residual.sub_(value)
+        if self.log_scales.requires_grad and torch.is_grad_enabled():
+            z_hat = self.dequantize(codes.movedim(0, -1))  # differentiable in the learned scales
+        return z_hat + (z - z.detach()), codes.movedim(0, -1)  # adds an exact 0.0: value unchanged
 
     def dequantize(self, codes: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
         """Codes ``[..., D, L]`` -> latent ``[..., D]`` from the first ``num_layers`` layers."""
         n = self.num_layers if num_layers is None else num_layers
         if not 1 <= n <= self.num_layers:
             raise ValueError(f"num_layers must be in 1..{self.num_layers}, got {n}")
-        values = self.codes_to_values(codes)
         scales = self.scales
-        z_hat = values[..., 0] * scales[0]
+        z_hat = self.codes_to_values(codes[..., 0]) * scales[0]
         for layer in range(1, n):
-            z_hat = z_hat + values[..., layer] * scales[layer]
+            z_hat = z_hat + self.codes_to_values(codes[..., layer]) * scales[layer]
         return z_hat

@@ -21,7 +21,7 @@ class TokenizerConfig:
     latent_dim: int = 16
     num_layers: int = 8
     levels: int = 7
-    hidden: int = 256
+    hidden: int = 64
     depth: int = 2
     learn_scales: bool = False
 

@@ -1,0 +1,1 @@
+"""Evaluation: offline (hidden-state store) and LIBERO (simulator) runners, aggregation, sweeps."""

@@ -1,0 +1,208 @@
+"""Episode records -> one summary: success with Wilson intervals, latency percentiles, acceptance.
+
+Record fields read here (written by ``rsdvla.evaluation.rollout``): ``suite``, ``task_id``,
+``instruction``, ``trial``, ``success``, ``steps``, ``accepted_layers`` (per chunk, null for
+main-only), ``layer_acceptance`` (per chunk ``[k]``), ``latency_ms`` (``stage -> [per chunk]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rsdvla.evaluation.episodes import unique_records
+
+STAGE_ORDER = (
+    "backbone",
+    "draft",
+    "verify",
+    "main_steps",
+    "detokenize",
+    "decode",
+    "total",
+    "baseline_decode",
+)
+"""Latency stages in the order tables show them (others follow alphabetically)."""
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval ``(low, high)`` of a success rate; ``(0, 1)`` when ``n == 0``."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def success_block(records: Sequence[dict]) -> dict:
+    """``episodes``, ``successes``, ``success_rate`` and its ``success_ci95`` ``[low, high]``."""
+    n = len(records)
+    wins = sum(bool(r["success"]) for r in records)
+    low, high = wilson_interval(wins, n)
+    return {
+        "episodes": n,
+        "successes": wins,
+        "success_rate": wins / n if n else None,
+        "success_ci95": [low, high],
+        "mean_steps": float(np.mean([r["steps"] for r in records])) if n else None,
+    }
+
+
+def latency_block(records: Iterable[dict]) -> dict[str, dict]:
+    """``stage -> {p50, p95, mean, n}`` in milliseconds, over all chunks of all episodes."""
+    samples: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        for stage, values in (record.get("latency_ms") or {}).items():
+            samples[stage].extend(float(v) for v in values)
+    order = [s for s in STAGE_ORDER if s in samples] + sorted(set(samples) - set(STAGE_ORDER))
+    return {
+        stage: {
+            "p50": float(np.percentile(samples[stage], 50)),
+            "p95": float(np.percentile(samples[stage], 95)),
+            "mean": float(np.mean(samples[stage])),
+            "n": len(samples[stage]),
+        }
+        for stage in order
+        if samples[stage]
+    }
+
+
+def acceptance_block(records: Iterable[dict]) -> dict:
+    """``mean_accepted_layers`` and ``acceptance_per_layer`` (mean over chunks), None when absent."""
+    accepted: list[float] = []
+    per_layer: list[list[float]] = []
+    for record in records:
+        accepted.extend(float(a) for a in (record.get("accepted_layers") or []) if a is not None)
+        per_layer.extend(row for row in (record.get("layer_acceptance") or []) if row)
+    width = max((len(row) for row in per_layer), default=0)
+    layers = [float(np.mean([row[i] for row in per_layer if len(row) > i])) for i in range(width)]
+    return {
+        "mean_accepted_layers": float(np.mean(accepted)) if accepted else None,
+        "acceptance_per_layer": layers or None,
+    }
+
+
+def speedup(latency: dict[str, dict]) -> float | None:
+    """Decoder speedup vs main-only, same inputs: median baseline decode time / median decode time."""
+    if "baseline_decode" not in latency or "decode" not in latency or latency["decode"]["p50"] <= 0:
+        return None
+    return latency["baseline_decode"]["p50"] / latency["decode"]["p50"]
+
+
+def _task_entry(records: Sequence[dict]) -> dict:
+    first = records[0]
+    return {
+        "suite": first["suite"],
+        "task_id": int(first["task_id"]),
+        "instruction": first.get("instruction", ""),
+        **success_block(records),
+    }
+
+
+def summarize(records: Iterable[dict]) -> dict:
+    """Episode records (duplicates counted once) -> the summary dict written to ``summary.json``.
+
+    Top level: ``success_rate``, ``success_ci95``, ``episodes``, ``speedup``, ``latency_p50_ms`` /
+    ``latency_p95_ms`` (decoder), ``main_only_latency_p50_ms``, ``num_chunks``,
+    ``mean_accepted_layers``, ``acceptance_per_layer``, ``latency_ms`` (every stage); then ``suites``
+    (``suite -> success block``) and ``tasks`` (one entry per (suite, task)).
+    """
+    records = unique_records(records)
+    by_task: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    by_suite: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_task[(record["suite"], int(record["task_id"]))].append(record)
+        by_suite[record["suite"]].append(record)
+    latency = latency_block(records)
+
+    def stat(stage: str, key: str = "p50") -> float | None:
+        return latency[stage][key] if stage in latency else None
+
+    return {
+        **success_block(records),
+        "speedup": speedup(latency),
+        "latency_p50_ms": stat("decode"),  # decoder only, as the offline evaluation reports it
+        "latency_p95_ms": stat("decode", "p95"),
+        "main_only_latency_p50_ms": stat("baseline_decode"),
+        "num_chunks": stat("decode", "n") or 0,
+        **acceptance_block(records),
+        "latency_ms": latency,
+        "suites": {suite: success_block(rs) for suite, rs in sorted(by_suite.items())},
+        "tasks": [_task_entry(by_task[key]) for key in sorted(by_task)],
+    }
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def render_summary(summary: dict, console=None) -> None:
+    """Print the summary as rich tables: success per task/suite, latency per stage, acceptance."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    tasks = Table(title="LIBERO success (95% Wilson CI)")
+    for column in ("suite", "task", "instruction", "episodes", "success", "95% CI"):
+        tasks.add_column(column)
+    rows = [
+        *summary["tasks"],
+        *(
+            {"suite": s, "task_id": "all", "instruction": "", **b}
+            for s, b in summary["suites"].items()
+        ),
+    ]
+    for row in rows:
+        low, high = row["success_ci95"]
+        tasks.add_row(
+            row["suite"],
+            str(row["task_id"]),
+            row["instruction"][:48],
+            str(row["episodes"]),
+            _pct(row["success_rate"]),
+            f"{_pct(low)}-{_pct(high)}",
+        )
+    console.print(tasks)
+    latency = Table(title="Latency per chunk (ms)")
+    for column in ("stage", "p50", "p95", "mean", "chunks"):
+        latency.add_column(column)
+    for stage, block in summary["latency_ms"].items():
+        latency.add_row(
+            stage,
+            f"{block['p50']:.2f}",
+            f"{block['p95']:.2f}",
+            f"{block['mean']:.2f}",
+            str(block["n"]),
+        )
+    console.print(latency)
+    accepted = summary.get("mean_accepted_layers")
+    per_layer = summary.get("acceptance_per_layer") or []
+    speed = summary.get("speedup")
+    console.print(
+        f"episodes {summary['episodes']}  success {_pct(summary['success_rate'])}  "
+        f"mean accepted layers {'-' if accepted is None else f'{accepted:.2f}'}  "
+        f"acceptance per layer [{', '.join(f'{a:.2f}' for a in per_layer)}]  "
+        f"decoder speedup vs main-only {'-' if speed is None else f'{speed:.2f}x'}"
+    )

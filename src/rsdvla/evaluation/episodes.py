@@ -1,0 +1,149 @@
+"""The episode plan (which (task, trial) pairs, split over shards) and the JSONL episode file.
+
+An episode file holds one JSON object per finished episode, appended, flushed and fsync'd as
+each episode ends. A rerun reads it back and skips what is done; a half-written last line (the
+process was killed mid-write) is cut off, so that episode simply runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EpisodeKey = tuple[str, int, int]
+"""``(suite, task_id, trial)``: what identifies an episode across reruns and shards."""
+
+
+@dataclass(frozen=True, order=True)
+class EpisodeSpec:
+    """One episode to run: task ``task_id`` of ``suite`` from fixed initial state ``trial`` (mod N)."""
+
+    suite: str
+    task_id: int
+    trial: int
+
+    @property
+    def key(self) -> EpisodeKey:
+        return (self.suite, self.task_id, self.trial)
+
+
+def record_key(record: dict) -> EpisodeKey:
+    """The :data:`EpisodeKey` of an episode record."""
+    return (str(record["suite"]), int(record["task_id"]), int(record["trial"]))
+
+
+def plan_episodes(suite: str, task_ids: Sequence[int], trials: int) -> list[EpisodeSpec]:
+    """All episodes of an evaluation, task-major: ``[(t0, 0), (t0, 1), ..., (t1, 0), ...]``."""
+    if trials < 1:
+        raise ValueError(f"trials={trials}: must be >= 1 (episodes per task)")
+    return [EpisodeSpec(suite, int(t), trial) for t in task_ids for trial in range(trials)]
+
+
+def shard_episodes(
+    specs: Sequence[EpisodeSpec], num_shards: int, shard_id: int
+) -> list[EpisodeSpec]:
+    """Shard ``shard_id`` of ``num_shards``: a contiguous block of the plan (fewest env creations).
+
+    Deterministic; the shards are disjoint, cover the plan and differ in size by at most one.
+    """
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        raise ValueError(
+            f"eval.shard_id={shard_id}, eval.num_shards={num_shards}: need num_shards >= 1 and "
+            f"0 <= shard_id < num_shards; fix: eval.shard_id=0..{max(num_shards, 1) - 1}"
+        )
+    n = len(specs)
+    return list(specs[shard_id * n // num_shards : (shard_id + 1) * n // num_shards])
+
+
+def episode_file_name(num_shards: int = 1, shard_id: int = 0) -> str:
+    """``episodes.jsonl``, or ``episodes.shard{i}of{N}.jsonl`` when sharded."""
+    return "episodes.jsonl" if num_shards == 1 else f"episodes.shard{shard_id}of{num_shards}.jsonl"
+
+
+def summary_file_name(num_shards: int = 1, shard_id: int = 0) -> str:
+    """``summary.json``, or ``summary.shard{i}of{N}.json`` when sharded (merge writes ``summary.json``)."""
+    return "summary.json" if num_shards == 1 else f"summary.shard{shard_id}of{num_shards}.json"
+
+
+def read_episode_file(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """Records of an episode file (missing file: none).
+
+    A last line without its newline is a write cut short: ignored, and with ``repair`` cut off
+    the file so later appends start on a clean line. A corrupt line elsewhere is skipped with a
+    warning naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        log.warning(
+            "%s: dropping a half-written last line (%d bytes); that episode reruns",
+            path,
+            len(data) - len(complete),
+        )
+        if repair:
+            with open(path, "r+b") as f:
+                f.truncate(len(complete))
+                f.flush()
+                os.fsync(f.fileno())
+    records = []
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record_key(record)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("%s:%d: not an episode record, skipped", path, number)
+            continue
+        records.append(record)
+    return records
+
+
+def unique_records(records: Iterable[dict]) -> list[dict]:
+    """Keep the first record of each episode key (a resumed or overlapping run never counts twice)."""
+    seen: set[EpisodeKey] = set()
+    out = []
+    for record in records:
+        key = record_key(record)
+        if key in seen:
+            log.warning("episode %s recorded twice; counting it once", key)
+            continue
+        seen.add(key)
+        out.append(record)
+    return out
+
+
+class EpisodeFile:
+    """Append-only JSONL episode log of one run (or shard), safe against kills.
+
+    ``records()``: what is already there (repaired on open); ``append(record)``: one line,
+    flushed and fsync'd before returning.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records = unique_records(read_episode_file(self.path, repair=True))
+
+    def records(self) -> list[dict]:
+        return list(self._records)
+
+    def finished_keys(self) -> set[EpisodeKey]:
+        return {record_key(r) for r in self._records}
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._records.append(record)

@@ -1,0 +1,327 @@
+"""LIBERO evaluation: ``LiberoRunner(settings, output_dir).run(policy) -> summary``.
+
+Protocol (OpenVLA-OFT's ``run_libero_eval``): for each task of the suite, ``trials`` episodes
+starting from the suite's fixed initial states (trial ``k`` uses state ``k mod 50``), 10 no-op
+wait steps (done by ``LiberoEnv.reset``), at most ``MAX_STEPS[suite]`` policy steps, success =
+LIBERO's ``done``, 8-action chunks executed open loop (the policy's action queue).
+
+Files in ``output_dir`` (the Hydra run dir): ``episodes.jsonl`` (one line per finished
+episode; a rerun in the same dir skips them), ``summary.json`` (atomic), ``videos/`` (opt-in).
+With ``eval.num_shards=N`` each shard ``i`` writes ``episodes.shard{i}of{N}.jsonl`` and
+``summary.shard{i}of{N}.json``; ``python -m rsdvla.evaluation.merge`` combines them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rsdvla.envs.libero import MAX_STEPS, SUITES
+from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
+from rsdvla.evaluation.episodes import (
+    EpisodeFile,
+    EpisodeSpec,
+    episode_file_name,
+    plan_episodes,
+    record_key,
+    shard_episodes,
+    summary_file_name,
+)
+from rsdvla.evaluation.rollout import run_episode
+from rsdvla.evaluation.videos import video_path, write_video
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LiberoEvalSettings",
+    "LiberoEnvFactory",
+    "LiberoRunner",
+    "run_libero",
+    "check_gl_backend",
+    "build_policy",
+]
+
+IMAGE_KEYS = ("primary", "wrist")
+
+
+@dataclass(frozen=True)
+class LiberoEvalSettings:
+    """What to evaluate and how (``conf/env/libero.yaml`` + ``trials``, ``seed``, ``eval.*``).
+
+    ``task_ids=None``: every task of the suite. ``max_steps=None``: the suite's OpenVLA-OFT limit.
+    ``cameras=None``: decided by :meth:`for_policy` (on iff the backbone reads images or videos are on).
+    """
+
+    suite: str = "libero_object"
+    task_ids: tuple[int, ...] | None = None
+    trials: int = 50
+    max_steps: int | None = None
+    cameras: bool | None = None
+    camera_size: int = 224
+    videos: bool = False
+    seed: int = 7
+    num_shards: int = 1
+    shard_id: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> LiberoEvalSettings:
+        """Read ``cfg.env``, ``cfg.trials``, ``cfg.seed`` and ``cfg.eval``."""
+        env = cfg.env
+        task_ids = env.get("task_ids")
+        if task_ids is not None:
+            task_ids = (
+                (int(task_ids),) if isinstance(task_ids, int) else tuple(int(t) for t in task_ids)
+            )
+        cameras = env.get("cameras")
+        return cls(
+            suite=str(env.suite),
+            task_ids=task_ids,
+            trials=int(cfg.trials),
+            max_steps=None if env.get("max_steps") is None else int(env.max_steps),
+            cameras=None if cameras is None else bool(cameras),
+            camera_size=int(env.get("camera_size", 224)),
+            videos=bool(env.get("videos", False)),
+            seed=int(cfg.seed),
+            num_shards=int(cfg.eval.num_shards),
+            shard_id=int(cfg.eval.shard_id),
+        )
+
+    def for_policy(self, required_obs: Sequence[str]) -> LiberoEvalSettings:
+        """Settings with ``cameras`` decided: ``None`` -> on iff the policy reads images or videos
+        are on; raises one line when cameras are off but needed."""
+        needs_images = any(key in IMAGE_KEYS for key in required_obs)
+        cameras = (needs_images or self.videos) if self.cameras is None else self.cameras
+        if needs_images and not cameras:
+            raise ValueError(
+                f"env.cameras=false but the backbone reads {list(required_obs)}; set env.cameras=true "
+                "(or null) or use backbone=state"
+            )
+        if self.videos and not cameras:
+            raise ValueError("env.videos=true needs camera images; set env.cameras=true (or null)")
+        return replace(self, cameras=cameras)
+
+
+def check_gl_backend() -> None:
+    """Fail in one line when MuJoCo cannot create an offscreen GL context (EGL or OSMesa)."""
+    from rsdvla.envs.libero import setup_rendering
+
+    setup_rendering()
+    backend = os.environ.get("MUJOCO_GL")
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(16, 16)
+        context.make_current()
+        context.free()
+    except Exception as err:  # EGL/OSMesa failures raise many different types, some unprintable
+        raise RuntimeError(
+            f"no GL backend for camera rendering: MUJOCO_GL={backend} failed ({type(err).__name__}); "
+            "install EGL (libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl|osmesa, "
+            "or evaluate without cameras (env.cameras=false backbone=state)"
+        ) from None
+
+
+class LiberoEnvFactory:
+    """Creates ``rsdvla.envs.libero.LiberoEnv`` per task (tests pass a fake with the same methods)."""
+
+    def num_tasks(self, suite: str) -> int:
+        from rsdvla.envs.libero import num_tasks
+
+        return num_tasks(suite)
+
+    def prepare(self, settings: LiberoEvalSettings) -> None:
+        """Checks before the first env: a GL backend when cameras are on."""
+        if settings.cameras:
+            check_gl_backend()
+
+    def make(self, suite: str, task_id: int, settings: LiberoEvalSettings):
+        from rsdvla.envs.libero import LiberoEnv
+
+        return LiberoEnv(
+            suite,
+            task_id,
+            camera_size=settings.camera_size,
+            cameras=settings.cameras,
+            seed=settings.seed,
+        )
+
+
+def seed_episode(seed: int, spec: EpisodeSpec) -> None:
+    """Seed python, numpy and torch from ``(seed, task, trial)``: a resumed run repeats an
+    uninterrupted one exactly, whatever episodes ran before in the same process."""
+    value = int(np.random.SeedSequence([seed, spec.task_id, spec.trial]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+class LiberoRunner:
+    """Runs a policy over the (sharded) episode plan of one LIBERO suite, resumably.
+
+    ``run(policy, metadata=None) -> summary`` (also written to ``summary_path``).
+    """
+
+    def __init__(self, settings: LiberoEvalSettings, output_dir: str | os.PathLike, envs=None):
+        if settings.suite not in SUITES:
+            raise ValueError(
+                f"env.suite={settings.suite!r} is not a LIBERO suite; choose one of: {', '.join(SUITES)}"
+            )
+        self.settings = settings
+        self.output_dir = Path(output_dir)
+        self.envs = envs or LiberoEnvFactory()
+        self.task_ids = self._resolve_task_ids(settings.task_ids)
+        self.max_steps = settings.max_steps or MAX_STEPS[settings.suite]
+        self.episode_path = self.output_dir / episode_file_name(
+            settings.num_shards, settings.shard_id
+        )
+        self.summary_path = self.output_dir / summary_file_name(
+            settings.num_shards, settings.shard_id
+        )
+        self._plan = shard_episodes(
+            plan_episodes(settings.suite, self.task_ids, settings.trials),
+            settings.num_shards,
+            settings.shard_id,
+        )
+
+    def _resolve_task_ids(self, task_ids: Sequence[int] | None) -> list[int]:
+        count = self.envs.num_tasks(self.settings.suite)
+        if task_ids is None:
+            return list(range(count))
+        unknown = [t for t in task_ids if not 0 <= t < count]
+        if unknown:
+            raise ValueError(
+                f"env.task_ids={list(task_ids)}: {unknown} not in suite {self.settings.suite}, "
+                f"which has task ids 0..{count - 1}; fix env.task_ids or use null for all"
+            )
+        return list(dict.fromkeys(int(t) for t in task_ids))
+
+    def plan(self) -> list[EpisodeSpec]:
+        """This shard's episodes, task-major."""
+        return list(self._plan)
+
+    def run(self, policy, metadata: dict[str, Any] | None = None) -> dict:
+        """Run every planned episode not yet in the episode file, then summarize the shard."""
+        from tqdm import tqdm
+
+        settings = self.settings.for_policy(getattr(policy, "required_obs", ()))
+        episodes = EpisodeFile(self.episode_path)
+        planned = {spec.key for spec in self._plan}
+        done = episodes.finished_keys() & planned
+        pending = [spec for spec in self._plan if spec.key not in done]
+        log.info(
+            "%s: %d episodes planned, %d already done, %d to run",
+            self.episode_path,
+            len(planned),
+            len(done),
+            len(pending),
+        )
+        if pending:
+            self.envs.prepare(settings)
+            if hasattr(policy, "warmup"):
+                policy.warmup()
+        wins = sum(bool(r["success"]) for r in episodes.records() if record_key(r) in planned)
+        label = self.settings.suite + (
+            f" shard {self.settings.shard_id}/{self.settings.num_shards}"
+            if self.settings.num_shards > 1
+            else ""
+        )
+        with tqdm(
+            total=len(planned), initial=len(done), desc=label, unit="ep", dynamic_ncols=True
+        ) as bar:
+            for task_id, specs in groupby(pending, key=lambda s: s.task_id):
+                env = self.envs.make(settings.suite, task_id, settings)
+                try:
+                    for spec in specs:
+                        record = self._run_one(env, policy, spec, settings)
+                        episodes.append(record)
+                        wins += record["success"]
+                        bar.update(1)
+                        bar.set_postfix(success=f"{wins / bar.n:.1%}")
+                finally:
+                    env.close()
+        return self._summarize(
+            episodes, planned, {"settings": self._settings_dict(settings), **(metadata or {})}
+        )
+
+    def _run_one(self, env, policy, spec: EpisodeSpec, settings: LiberoEvalSettings) -> dict:
+        seed_episode(settings.seed, spec)
+        frames: list | None = [] if settings.videos else None
+        record = run_episode(env, policy, spec, self.max_steps, frames)
+        if frames:
+            write_video(
+                video_path(
+                    self.output_dir / "videos",
+                    spec.suite,
+                    spec.task_id,
+                    spec.trial,
+                    record["success"],
+                ),
+                frames,
+            )
+        return record
+
+    def _settings_dict(self, settings: LiberoEvalSettings) -> dict:
+        return {**asdict(settings), "max_steps": self.max_steps, "task_ids": self.task_ids}
+
+    def _summarize(self, episodes: EpisodeFile, planned: set, metadata: dict) -> dict:
+        records = [r for r in episodes.records() if record_key(r) in planned]
+        summary = summarize(records)
+        summary["complete"] = len(records) == len(planned)
+        summary["episode_file"] = str(self.episode_path)
+        summary.update(metadata)
+        write_json_atomic(self.summary_path, summary)
+        render_summary(summary)
+        log.info("summary: %s", self.summary_path)
+        return summary
+
+
+def build_policy(cfg: DictConfig, stack, backbone):
+    """The :class:`rsdvla.policy.RSDPolicy` of an evaluation: backbone + ``stack``'s decoder and baseline."""
+    from rsdvla.policy import RSDPolicy
+
+    main_width = stack.main.config.hidden_dim
+    if int(backbone.hidden_dim) != int(main_width):
+        raise ValueError(
+            f"backbone {cfg.backbone._target_} gives hidden states of width {backbone.hidden_dim} but {cfg.ckpt.main} "
+            f"was trained on width {main_width}; use the backbone the checkpoints were trained with "
+            f"(e.g. backbone.hidden_dim={main_width})"
+        )
+    return RSDPolicy(
+        backbone,
+        stack.decoder,
+        stack.normalizer,
+        chunk_size=stack.tokenizer.config.chunk_size,
+        baseline=stack.baseline,
+        invert_gripper=bool(cfg.env.get("invert_gripper", False)),
+        device=stack.device,
+    )
+
+
+def run_libero(cfg: DictConfig, stack) -> dict:
+    """``python evaluate.py env=libero``: settings (suite, task ids, shard) are checked before the backbone is built."""
+    from hydra.utils import instantiate
+
+    runner = LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir)
+    threads = cfg.env.get("torch_threads")
+    if threads:
+        torch.set_num_threads(
+            int(threads)
+        )  # small models next to MuJoCo: more threads only contend
+    backbone = instantiate(cfg.backbone)
+    policy = build_policy(cfg, stack, backbone)
+    metadata = {
+        "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),
+        "backbone": getattr(backbone, "backbone_id", cfg.backbone._target_),
+        "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
+    }
+    return runner.run(policy, metadata)

@@ -1,0 +1,88 @@
+"""One LIBERO episode with a policy -> one episode record (a JSON-ready dict).
+
+The env contract (``rsdvla.envs.libero.LiberoEnv``; tests use a fake with the same methods):
+``instruction``, ``num_initial_states``, ``reset(init_state_index) -> obs`` (runs the
+``num_steps_wait`` no-op steps), ``step(action[7]) -> (obs, done, info)``; ``done`` is success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from rsdvla.evaluation.episodes import EpisodeSpec
+
+OBS_TO_BATCH = {
+    "agentview": "primary",
+    "wrist": "wrist",
+    "proprio": "proprio",
+    "object_state": "object_state",
+}
+"""Env observation key -> backbone batch key (``rsdvla.backbones.base``)."""
+
+
+def policy_observation(obs: Mapping[str, Any], instruction: str) -> dict[str, Any]:
+    """Env observation -> one unbatched backbone sample (``primary``/``wrist`` images, ``proprio [8]``,
+    ``object_state [S]``, ``instruction``), keeping only the keys the env produced."""
+    sample: dict[str, Any] = {
+        batch_key: obs[env_key] for env_key, batch_key in OBS_TO_BATCH.items() if env_key in obs
+    }
+    sample["instruction"] = instruction
+    return sample
+
+
+def _chunk_fields(chunk_log: list) -> dict[str, Any]:
+    """Per-chunk stats of one episode -> record fields (single-env chunks: B = 1)."""
+    latency_ms: dict[str, list[float]] = {}
+    for chunk in chunk_log:
+        for stage, seconds in chunk.latency_s.items():
+            latency_ms.setdefault(stage, []).append(round(1000.0 * seconds, 4))
+    return {
+        "accepted_layers": [
+            None if c.accepted_layers is None else int(c.accepted_layers[0]) for c in chunk_log
+        ],
+        "layer_acceptance": [
+            c.layer_acceptance for c in chunk_log if c.layer_acceptance is not None
+        ],
+        "latency_ms": latency_ms,
+    }
+
+
+def run_episode(
+    env, policy, spec: EpisodeSpec, max_steps: int, frames: list | None = None
+) -> dict[str, Any]:
+    """Run ``spec`` until success or ``max_steps`` policy steps; returns its episode record.
+
+    ``frames``: when a list, the ``agentview`` image of every step is appended (for videos).
+    """
+    start = time.perf_counter()
+    init_state_index = spec.trial % env.num_initial_states
+    obs = env.reset(init_state_index)
+    policy.reset()
+    success, steps = False, 0
+    while steps < max_steps:
+        if frames is not None and "agentview" in obs:
+            frames.append(np.asarray(obs["agentview"]))
+        action = policy.select_action(policy_observation(obs, env.instruction))
+        obs, done, _ = env.step(action)
+        steps += 1
+        if done:
+            success = True
+            break
+    return {
+        "suite": spec.suite,
+        "task_id": spec.task_id,
+        "instruction": env.instruction,
+        "trial": spec.trial,
+        "init_state_index": init_state_index,
+        "success": success,
+        "steps": steps,
+        "max_steps": max_steps,
+        **_chunk_fields(policy.chunk_log),
+        "wall_s": round(time.perf_counter() - start, 3),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
