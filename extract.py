@@ -7,10 +7,12 @@ python extract.py backbone=openvla_oft demos=/path/to/libero_spatial_no_noops ou
 import hydra
 from omegaconf import DictConfig
 
+from rsdvla.cli import one_line_errors
 from rsdvla.extract import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
+@one_line_errors
 def main(cfg: DictConfig):
     metrics = run(cfg)
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None

@@ -16,6 +16,10 @@ def run(cfg: DictConfig) -> dict:
     kind = cfg.env.kind
     if kind not in ("offline", "libero"):
         raise ValueError(f"env.kind={kind!r}: choose env=offline (hidden-state store) or env=libero (simulator)")
+    if kind == "libero":  # check suite, task ids and shard before loading any model
+        from rsdvla.evaluation.libero_runner import LiberoEvalSettings, LiberoRunner
+
+        LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir).plan()
     stack = load_stack(cfg)
     if kind == "offline":
         from rsdvla.evaluation.offline import run_offline
