@@ -50,6 +50,7 @@ def test_each_model_trains_and_exports_a_standalone_checkpoint(tmp_path, synthet
         assert "val/acc_L0" in metrics and "train/loss" in metrics
         loaded = cls.from_checkpoint(metrics["exported"])
         assert loaded.config.hidden_dim == 32 and loaded.action_stats == tok.action_stats
+        assert loaded.input_norm.mean.abs().sum() > 0  # standardization fixed from the training split
         ckpt = load_checkpoint(metrics["exported"], kind=model)
         assert ckpt["hyper_parameters"]["config"]["data"]["path"] == str(synthetic_store)  # resolved config inside
 

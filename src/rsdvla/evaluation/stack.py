@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +41,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def decoder_needs_draft(decoder_cfg: DictConfig) -> bool:
-    """Whether the configured decoder class takes a ``draft`` argument."""
-    return "draft" in inspect.signature(get_class(decoder_cfg._target_)).parameters
+    """Whether the configured decoder class uses a draft model (its ``needs_draft`` attribute)."""
+    return bool(getattr(get_class(decoder_cfg._target_), "needs_draft", True))
 
 
 def load_stack(cfg: DictConfig) -> EvalStack:
@@ -65,6 +64,6 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     normalizer = ActionNormalizer.from_dict(main.action_stats, source=f"{cfg.ckpt.main}: hyper_parameters.action_stats")
     from rsdvla.decoding import MainOnlyDecoder
 
-    decoder = instantiate(cfg.decoder, main=main, tokenizer=tokenizer, **({"draft": draft} if draft else {}))
+    decoder = instantiate(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
     baseline = MainOnlyDecoder(main=main, tokenizer=tokenizer)
     return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device)

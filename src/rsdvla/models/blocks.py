@@ -104,3 +104,27 @@ class CodeEmbedding(nn.Module):
         lead = codes.shape[:-1]
         flat = (codes + self.offsets).reshape(-1, codes.shape[-1])
         return F.embedding_bag(flat, self.table.weight, mode="sum").view(*lead, -1)
+
+
+class InputStandardizer(nn.Module):
+    """Fixed per-channel standardization of backbone hidden states: ``(h - mean) / std``.
+
+    The statistics are buffers (saved in checkpoints), set once from the training split by
+    ``set_statistics``; until then it is the identity. Removing the static part of the hidden
+    state matters for low-dimensional state backbones, whose useful variation is small.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_statistics(self, hidden: torch.Tensor, eps: float = 1e-6) -> None:
+        """``hidden[N, H]`` from the training split."""
+        hidden = hidden.float()
+        self.mean.copy_(hidden.mean(0))
+        self.inv_std.copy_(1.0 / (hidden.std(0) + eps))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) * self.inv_std

@@ -1,6 +1,6 @@
 """Draft model: a cheap one-pass proposal of the coarse residual layers L0..L{k-1}.
 
-``h[B, H] -> LayerNorm -> Linear(H, d) (the trained 4096->512 projection) -> + layer queries
+``h[B, H] -> standardize -> Linear(H, d) (the trained 4096->512 projection) -> + layer queries
 -> one transformer block over the k queries -> one head per layer -> logits[B, k, N, K]``.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rsdvla.models.blocks import Block, LayerHeads
+from rsdvla.models.blocks import Block, InputStandardizer, LayerHeads
 
 
 @dataclass
@@ -33,7 +33,8 @@ class DraftModel(nn.Module):
         super().__init__()
         cfg = DraftConfig(**{**(vars(config) if config else {}), **overrides})
         self.config = cfg
-        self.proj = nn.Sequential(nn.LayerNorm(cfg.hidden_dim), nn.Linear(cfg.hidden_dim, cfg.d_model))
+        self.input_norm = InputStandardizer(cfg.hidden_dim)  # fixed statistics of the training split
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.d_model)  # the trained H -> d projection
         self.queries = nn.Parameter(torch.randn(cfg.num_draft_layers, cfg.d_model) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -60,7 +61,7 @@ class DraftModel(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h[B, H]`` -> logits ``[B, k, N, K]``."""
-        x = self.proj(h).unsqueeze(1) + self.queries
+        x = self.proj(self.input_norm(h)).unsqueeze(1) + self.queries
         for block in self.blocks:
             x = block(x, causal=False)
         return self.heads(self.ln_f(x))

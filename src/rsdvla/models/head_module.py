@@ -29,6 +29,12 @@ class CodeHeadModule(L.LightningModule):
             {f"{stage}_acc": nn.ModuleList(MeanMetric() for _ in range(num_layers)) for stage in ("train", "val")}
         )
 
+    def on_fit_start(self) -> None:
+        """Fix the input standardization from the training split (a resumed run keeps its own)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.trainer.ckpt_path is None and datamodule is not None and datamodule.train_set is not None:
+            self.model.input_norm.set_statistics(datamodule.train_set.fields["hidden"])
+
     def logits(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rsdvla.models.blocks import Block, CodeEmbedding, KVCache, LayerHeads
+from rsdvla.models.blocks import Block, CodeEmbedding, InputStandardizer, KVCache, LayerHeads
 
 
 @dataclass
@@ -56,7 +56,8 @@ class MainModel(nn.Module):
         super().__init__()
         cfg = MainConfig(**{**(vars(config) if config else {}), **overrides})
         self.config = cfg
-        self.ctx = nn.Sequential(nn.LayerNorm(cfg.hidden_dim), nn.Linear(cfg.hidden_dim, cfg.d_model))
+        self.input_norm = InputStandardizer(cfg.hidden_dim)  # fixed statistics of the training split
+        self.ctx = nn.Linear(cfg.hidden_dim, cfg.d_model)
         self.embed = CodeEmbedding(cfg.tokens_per_layer, cfg.levels, cfg.d_model)
         self.pos = nn.Parameter(torch.zeros(cfg.num_code_layers, cfg.d_model))
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
@@ -80,9 +81,9 @@ class MainModel(nn.Module):
         return model.eval()
 
     # ------------------------------------------------------------------ shared pieces
-    def _inputs(self, h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """``[ctx(h), e(prefix_0), ...]`` with positions: ``[B, 1 + P, d]``."""
-        x = self.ctx(h).unsqueeze(1)
+    def _inputs(self, h: torch.Tensor, prefix: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """``[ctx(h), e(prefix_0), ...]`` with positions: ``[B, 1 + P, d]`` (``ctx[B, 1, d]`` if precomputed)."""
+        x = self.ctx(self.input_norm(h)).unsqueeze(1) if ctx is None else ctx
         if prefix.shape[1]:
             x = torch.cat([x, self.embed(prefix)], dim=1)
         return x + self.pos[: x.shape[1]]
@@ -107,7 +108,7 @@ class MainModel(nn.Module):
     @torch.no_grad()
     def start(self, h: torch.Tensor) -> DecodeState:
         """Begin decoding from ``h[B, H]``: the first ``step(state, None)`` predicts layer 0."""
-        return DecodeState(self.ctx(h).unsqueeze(1), self._new_caches(h))
+        return DecodeState(self.ctx(self.input_norm(h)).unsqueeze(1), self._new_caches(h))
 
     @torch.no_grad()
     def step(self, state: DecodeState, prev_codes: torch.Tensor | None) -> torch.Tensor:
@@ -133,5 +134,6 @@ class MainModel(nn.Module):
         if not 0 <= k < self.config.num_code_layers:
             raise ValueError(f"drafted layers k must be in 0..{self.config.num_code_layers - 1}, got {k}")
         state = self.start(h) if return_state else None
-        logits = self._run(self._inputs(h, drafted), first=0, caches=state.caches if state else None)
+        x = self._inputs(h, drafted, ctx=state.ctx if state else None)
+        logits = self._run(x, first=0, caches=state.caches if state else None)
         return (logits, state) if return_state else logits

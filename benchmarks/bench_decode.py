@@ -1,0 +1,366 @@
+"""Decoding speed: main-only vs residual speculative decoding, measured side by side in one process.
+
+    python benchmarks/bench_decode.py                       # default model sizes, batch 1 and 32
+    python benchmarks/bench_decode.py --batch-sizes 1 --repeats 50 --threads 1
+    python benchmarks/bench_decode.py --main-ckpt M --draft-ckpt D --tokenizer-ckpt T --store S.h5
+
+Settings (all with the ``exact`` rule, so every RSD setting returns main-only's codes):
+  - ``oracle k=3`` / ``oracle k=7``: a draft that runs a real ``DraftModel`` forward of that k (its
+    cost) but returns main's own greedy codes (precomputed outside the timed region): every
+    layer is accepted; the ceilings are L/(L-k) = 1.6x and 8x in main-model passes;
+  - ``never-agree k=3``: same cost, every drafted token is off by one level: nothing accepted;
+  - ``trained k=...``: optional, trained checkpoints on the held-out rows of a store.
+Every repeat calls each setting once on the same input, in a rotating order (interleaved), after
+warm-up calls; the table reports medians of per-call wall time and the ratio of medians.
+Results go to stdout (markdown) and replace the ``## Decoding speed`` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
+from rsdvla.models import DraftModel, MainModel
+from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
+
+SECTION = "## Decoding speed"
+ANALYSIS = """
+Reading the numbers: the decoders add little of their own (measured speedups sit at the
+`predicted` values from bare model calls), so the speedup is set by two costs relative to one
+main step. (1) The verify pass over k+1 positions: on a GPU a pass over 4 positions should cost
+about one step (not measured here: no GPU), on a CPU the small-M matrix products cost more than the
+M=1 ones (about 1.4-1.6 steps at batch 1 here), and at batch 32 the CPU is compute-bound, so verify costs about k+1 steps and drafting
+saves little. (2) The draft: with the default sizes (4096->512 projection, one 512-wide block, k
+heads) it reads about a third of a main step's weights, so it costs 0.3-0.45 step at batch 1.
+With verify = 1 step and draft = 0.1 step the k=3 oracle would reach 8/5.1 = 1.57x.
+When drafts fail, `decoder.skip_below` (opt-in) bounds the loss to about one draft+verify per
+`probe_every` calls.
+"""
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+class CostedScriptedDraft(nn.Module):
+    """Pays for a real draft forward, returns precomputed logits (main's greedy codes, or shifted ones)."""
+
+    def __init__(self, draft: DraftModel):
+        super().__init__()
+        self.draft = draft
+        self._h: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None
+
+    @property
+    def num_draft_layers(self) -> int:
+        return self.draft.num_draft_layers
+
+    @property
+    def config(self):
+        return self.draft.config
+
+    def set_target(self, h: torch.Tensor, tokens: torch.Tensor, shift: int, levels: int) -> None:
+        """Answer ``tokens[B, k, N]`` (+ ``shift`` levels) whenever called with this very ``h``."""
+        self._h = h
+        self._logits = F.one_hot((tokens + shift) % levels, levels).float() * 10.0
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h is not self._h:
+            raise RuntimeError("CostedScriptedDraft called with an input it has no target for")
+        self.draft(h)  # the cost of a real draft of the same size
+        return self._logits
+
+
+def build_random(hidden_dim: int, device: torch.device):
+    torch.manual_seed(0)
+    main = MainModel(hidden_dim=hidden_dim).to(device).eval()
+    tokenizer = RFSQTokenizer().to(device).eval()
+    drafts = {
+        k: DraftModel(hidden_dim=hidden_dim, num_draft_layers=k).to(device).eval() for k in (3, 7)
+    }
+    return main, tokenizer, drafts
+
+
+def timed(call, sync: bool):
+    """(wall seconds, this thread's CPU seconds, result) of ``call()``.
+
+    With one torch thread every CPU op runs in the calling thread, so its CPU time leaves out the
+    time other processes on a shared machine take the core away (wall time keeps it).
+    """
+    if sync:
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.thread_time()
+    result = call()
+    if sync:
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.thread_time() - cpu, result
+
+
+def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: bool) -> list[dict]:
+    """Interleaved timing of every setting on the same input; returns one row per setting."""
+    names = list(settings)
+    for name in names:
+        for _ in range(warmup):
+            settings[name][0](settings[name][1])
+    walls = {name: [] for name in names}
+    cpus = {name: [] for name in names}
+    stages = {name: [] for name in names}
+    accepted = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            decoder, h = settings[name]
+            wall, cpu, result = timed(lambda decoder=decoder, h=h: decoder(h), sync)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            stages[name].append(result.stats.seconds)
+            accepted[name].append(result.stats.accepted_layers.float().mean().item())
+    base = statistics.median(walls["main-only"])
+    base_cpu = statistics.median(cpus["main-only"])
+    rows = []
+    for name in names:
+        med = statistics.median(walls[name])
+        med_cpu = statistics.median(cpus[name])
+        stage_med = {
+            s: statistics.median(x[s] for x in stages[name]) * 1e3 for s in stages[name][0]
+        }
+        rows.append(
+            dict(
+                batch=batch,
+                setting=name,
+                median_ms=med * 1e3,
+                p10_ms=sorted(walls[name])[len(walls[name]) // 10] * 1e3,
+                p90_ms=sorted(walls[name])[(len(walls[name]) * 9) // 10] * 1e3,
+                speedup=base / med,
+                cpu_ms=med_cpu * 1e3,
+                cpu_speedup=base_cpu / med_cpu,
+                accepted=statistics.mean(accepted[name]),
+                **stage_med,
+            )
+        )
+    return rows
+
+
+@torch.inference_mode()
+def component_costs(
+    main: MainModel, drafts: dict, h: torch.Tensor, warmup: int, repeats: int, clock: str
+) -> dict:
+    """Median ms (``clock``: wall or cpu) of one main step, a verify pass of k drafted layers and
+    a draft forward, interleaved."""
+    b, n, levels = h.shape[0], main.config.tokens_per_layer, main.config.levels
+    prev = torch.randint(0, levels, (b, n), device=h.device)
+    state = main.start(h)
+    main.step(state, None)
+
+    def step():
+        state.truncate(1)
+        main.step(state, prev)
+
+    calls = {"step": step}
+    for k, draft in drafts.items():
+        drafted = torch.randint(0, levels, (b, k, n), device=h.device)
+        calls[f"verify k={k}"] = lambda drafted=drafted: main.verify(h, drafted, return_state=True)
+        calls[f"draft k={k}"] = lambda draft=draft: draft(h)
+    sync = h.device.type == "cuda"
+    times = {name: [] for name in calls}
+    for r in range(warmup + repeats):
+        for name, call in calls.items():
+            wall, cpu, _ = timed(call, sync)
+            if r >= warmup:
+                times[name].append((cpu if clock == "cpu" else wall) * 1e3)
+    return {"batch": b, **{name: statistics.median(v) for name, v in times.items()}}
+
+
+def cost_markdown(costs: list[dict]) -> str:
+    names = [k for k in costs[0] if k != "batch"]
+    lines = [
+        "| batch | "
+        + " | ".join(f"{n} ms (steps)" for n in names)
+        + " | predicted oracle k=3 | predicted never-agree k=3 |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for c in costs:
+        cells = [f"{c[n]:.2f} ({c[n] / c['step']:.2f})" for n in names]
+        extra = (c["verify k=3"] + c["draft k=3"]) / c["step"]
+        cells += [f"{8 / (4 + extra):.2f}x", f"{8 / (7 + extra):.2f}x"]
+        lines.append(f"| {c['batch']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (
+        "| batch | setting | accepted layers | wall ms median (p10-p90) | draft | verify | main steps "
+        "| detok | speedup (wall) | CPU ms median | speedup (CPU time) |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['setting']} | {r['accepted']:.2f} | {r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f}) "
+            f"| {r['draft']:.2f} | {r['verify']:.2f} | {r['main_steps']:.2f} | {r['detokenize']:.2f} "
+            f"| **{r['speedup']:.2f}x** | {r['cpu_ms']:.2f} | **{r['cpu_speedup']:.2f}x** |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) the ``## Decoding speed`` section, leaving other sections alone."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = text.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+    except StopIteration:
+        lines.append("")
+        start = end = len(lines)
+    new = lines[:start] + [SECTION, "", *body.strip().splitlines(), ""] + lines[end:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(new).rstrip("\n") + "\n")
+    tmp.replace(path)
+
+
+def trained_stack(args, device):
+    from rsdvla.data import HiddenStateStore
+    from rsdvla.data.split import split_episodes
+
+    main = MainModel.from_checkpoint(args.main_ckpt).to(device)
+    draft = DraftModel.from_checkpoint(args.draft_ckpt).to(device)
+    tokenizer = RFSQTokenizer.from_checkpoint(args.tokenizer_ckpt).to(device)
+    arrays = HiddenStateStore(args.store).load(("hidden", "episode"))
+    _, val = split_episodes(arrays["episode"], args.val_fraction, args.seed)
+    rows = torch.from_numpy(
+        arrays["hidden"][
+            torch.isin(torch.from_numpy(arrays["episode"]), torch.from_numpy(val)).numpy()
+        ]
+    )
+    return main, draft, tokenizer, rows.float().to(device)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (CPU); 0 = leave as is"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--hidden-dim", type=int, default=4096)
+    parser.add_argument("--main-ckpt")
+    parser.add_argument("--draft-ckpt")
+    parser.add_argument("--tokenizer-ckpt")
+    parser.add_argument(
+        "--store", help="hidden-state store whose held-out rows feed the trained setting"
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=DOCS,
+        help="markdown file whose '## Decoding speed' section is replaced",
+    )
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = device.type == "cuda"
+    trained = None
+    if args.draft_ckpt:
+        if not (args.main_ckpt and args.tokenizer_ckpt and args.store):
+            parser.error(
+                "--draft-ckpt needs --main-ckpt, --tokenizer-ckpt and --store (held-out hidden states)"
+            )
+        trained = trained_stack(args, device)
+
+    main_model, tokenizer, drafts = build_random(args.hidden_dim, device)
+    levels = main_model.config.levels
+    rows, costs = [], []
+    for batch in args.batch_sizes:
+        h = torch.randn(batch, args.hidden_dim, device=device)
+        main_only = MainOnlyDecoder(main_model, tokenizer)
+        greedy = codes_to_layers(main_only(h).codes)
+        settings = {"main-only": (main_only, h)}
+        for label, k, shift, skip in (
+            ("oracle k=3", 3, 0, None),
+            ("oracle k=7", 7, 0, None),
+            ("never-agree k=3", 3, 1, None),
+            ("never-agree k=3, skip_below=0.7", 3, 1, 0.7),
+        ):
+            scripted = CostedScriptedDraft(drafts[k])
+            scripted.set_target(h, greedy[:, :k], shift, levels)
+            decoder = SpeculativeDecoder(
+                main_model, scripted, tokenizer, ExactAcceptance(), skip_below=skip
+            )
+            settings[label] = (decoder, h)
+        rows += bench_batch(settings, batch, args.warmup, args.repeats, sync)
+        if trained is not None:
+            t_main, t_draft, t_tok, hidden = trained
+            th = hidden[:batch]
+            t_settings = {
+                "main-only": (MainOnlyDecoder(t_main, t_tok), th),
+                f"trained k={t_draft.num_draft_layers}": (
+                    SpeculativeDecoder(t_main, t_draft, t_tok, ExactAcceptance()),
+                    th,
+                ),
+            }
+            rows += [
+                r
+                for r in bench_batch(t_settings, batch, args.warmup, args.repeats, sync)
+                if r["setting"] != "main-only"
+            ]
+        print(markdown([r for r in rows if r["batch"] == batch]), flush=True)
+        clock = "wall" if sync else "cpu"
+        costs.append(component_costs(main_model, drafts, h, args.warmup, args.repeats, clock))
+        print(cost_markdown(costs[-1:]), flush=True)
+
+    table = (
+        markdown(rows)
+        + "\n\nWhere the time goes (medians of the bare model calls, same run, interleaved):\n\n"
+        + cost_markdown(costs)
+    )
+    command = "python benchmarks/bench_decode.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    cpu = platform.processor() or platform.machine()
+    where = (
+        torch.cuda.get_device_name(device)
+        if sync
+        else f"CPU ({cpu}), {torch.get_num_threads()} thread(s)"
+    )
+    clock = "wall" if sync else "thread CPU"
+    body = f"""Measured with `{command.strip()}` on {where}, torch {torch.__version__}.
+Default sizes: main d_model 512 / 6 layers / 8 heads, draft d_model 512 / 1 block, H={args.hidden_dim},
+L=8 layers, K=7 levels, N=128 tokens per layer; random weights, `exact` acceptance (every RSD row
+returns main-only's codes). Oracle drafts run a real `DraftModel` forward of that k (its cost) and
+return main's greedy codes, precomputed outside the timed region; the never-agree draft returns
+codes off by one level; `skip_below=0.7` is the opt-in fallback that decodes main-only while the
+draft keeps failing (every 8th call still drafts to re-check).
+Each of {args.repeats} repeats calls every setting once on the same input in a rotating order, after
+{args.warmup} warm-up calls each. Times are medians per decoder call (ms); stage columns are medians
+of the decoder's own stage timers (wall); speedup = median main-only / median setting. On a CPU the
+calling thread's CPU time (one torch thread, so all work runs in it) is also given: on a shared
+machine it leaves out the time other processes hold the core and is the steadier figure.
+Ceilings in main-model passes: oracle k=3 8/5 = 1.6x, oracle k=7 8x.
+
+{table}
+
+`predicted` uses the bare costs above ({clock} clock): oracle k=3 = 8 / (4 + verify + draft),
+never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx and detokenize ignored).
+{ANALYSIS}"""
+    if not args.no_docs:
+        write_section(args.docs, body)
+        print(f"wrote the '{SECTION}' section of {args.docs}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

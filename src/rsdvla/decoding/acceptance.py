@@ -1,0 +1,171 @@
+"""Acceptance rules of residual speculative decoding (config group ``decoder/acceptance``).
+
+A rule sees the k drafted layers and main's verify logits and returns, per sample and
+drafted layer, whether the layer passes; the decoder turns that into a contiguous accepted
+prefix. It also returns main's own choice for every verify position (the "bonus" layer used
+at the first rejected position, or at position k when all k are accepted) and chooses the
+tokens of the remaining main steps (greedy, or sampled for ``sampling``).
+
+Shapes: ``drafted[B, k, N]``, ``draft_logits[B, k, N, K]``, ``main_logits[B, k+1, N, K]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rsdvla.decoding.sampling import GeneratorCache, choose_tokens, sample_from_probs
+from rsdvla.tokenizer import layers_to_codes
+
+
+@dataclass
+class Judgement:
+    """``passed[B, k]`` (bool, before the prefix rule), ``bonus[B, k+1, N]``, ``token_agreement[B, k]``."""
+
+    passed: torch.Tensor
+    bonus: torch.Tensor
+    token_agreement: torch.Tensor
+
+
+class AcceptanceRule:
+    """Base: greedy proposals and main steps; subclasses decide ``passed`` from the token matches."""
+
+    name = "base"
+    temperature = 0.0
+
+    def propose(self, draft_logits: torch.Tensor) -> torch.Tensor:
+        """Drafted codes from draft logits: ``[B, k, N, K] -> [B, k, N]`` (argmax)."""
+        return draft_logits.argmax(-1)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Main's tokens for one layer decoded by a main step: ``[B, N, K] -> [B, N]``."""
+        return logits.argmax(-1)
+
+    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
+        main_choice = main_logits.argmax(-1)  # [B, k+1, N]
+        match = drafted == main_choice[:, :-1]
+        passed = self.passes(match, drafted, main_choice, tokenizer)
+        return Judgement(passed=passed, bonus=main_choice, token_agreement=match.float().mean(-1))
+
+    def passes(
+        self, match, drafted, main_choice, tokenizer
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+class ExactAcceptance(AcceptanceRule):
+    """A drafted layer is accepted iff all its N tokens equal main's argmax (output = main-only greedy)."""
+
+    name = "exact"
+
+    def passes(self, match, drafted, main_choice, tokenizer):
+        return match.all(-1)
+
+
+class AgreementAcceptance(AcceptanceRule):
+    """Accepted iff the share of tokens equal to main's argmax is >= ``threshold``; keeps the drafted codes."""
+
+    name = "agreement"
+
+    def __init__(self, threshold: float = 0.7):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"decoder.acceptance.threshold must be in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+
+    def passes(self, match, drafted, main_choice, tokenizer):
+        return match.float().mean(-1) >= self.threshold
+
+
+class ActionDistanceAcceptance(AcceptanceRule):
+    """Accepted iff the drafted layer moves the decoded action chunk by <= ``epsilon`` (normalized units).
+
+    For drafted layer j both chunks are decoded from layers ``0..j`` (``tokenizer.decode(codes,
+    num_layers=j+1)``) with the same drafted prefix ``0..j-1``: one with the drafted layer j, one
+    with main's argmax layer j. ``norm="max"``: the largest absolute difference over the chunk's
+    ``T x A`` entries; ``norm="l2"``: the Euclidean norm of the whole ``[T, A]`` difference.
+    """
+
+    name = "action_distance"
+    NORMS = ("max", "l2")
+
+    def __init__(self, epsilon: float = 0.02, norm: str = "max"):
+        if epsilon < 0:
+            raise ValueError(f"decoder.acceptance.epsilon must be >= 0, got {epsilon}")
+        if norm not in self.NORMS:
+            raise ValueError(f"decoder.acceptance.norm must be one of {self.NORMS}, got {norm!r}")
+        self.epsilon = float(epsilon)
+        self.norm = norm
+
+    def distances(
+        self, drafted: torch.Tensor, main_choice: torch.Tensor, tokenizer: nn.Module
+    ) -> torch.Tensor:
+        """``Tensor[B, k]``: action change caused by each drafted layer vs main's choice for it."""
+        b, k, _ = drafted.shape
+        chunk = tokenizer.config.chunk_size
+        drafted_codes = layers_to_codes(drafted, chunk)  # [B, T, D, k]
+        main_codes = layers_to_codes(main_choice[:, :k], chunk)
+        out = drafted.new_empty((b, k), dtype=torch.float32)
+        for j in range(k):  # k <= L-1 partial decodes, each batched over samples and both variants
+            with_main = torch.cat([drafted_codes[..., :j], main_codes[..., j : j + 1]], dim=-1)
+            both = tokenizer.decode(
+                torch.cat([drafted_codes[..., : j + 1], with_main]), num_layers=j + 1
+            )
+            diff = (both[:b] - both[b:]).flatten(1)
+            out[:, j] = diff.abs().amax(1) if self.norm == "max" else diff.norm(dim=1)
+        return out
+
+    def passes(self, match, drafted, main_choice, tokenizer):
+        return self.distances(drafted, main_choice, tokenizer) <= self.epsilon
+
+
+class SamplingAcceptance(AcceptanceRule):
+    """Per-token speculative sampling at ``temperature`` > 0 (exact in distribution).
+
+    The draft samples its tokens from ``q = softmax(draft_logits / T)``; token x of drafted layer
+    j is kept with probability ``min(1, p(x) / q(x))`` where ``p = softmax(main_logits_j / T)``,
+    otherwise replaced by a sample of ``norm(max(0, p - q))``. A layer with any replaced token ends
+    the accepted prefix and, with its kept and replaced tokens, is the bonus layer. When all k
+    layers pass, the bonus layer k is sampled from p. Main steps sample from ``softmax(logits / T)``.
+    ``seed``: a private generator per device (None: torch's global RNG).
+    """
+
+    name = "sampling"
+
+    def __init__(self, temperature: float = 1.0, seed: int | None = None):
+        if not temperature > 0:
+            raise ValueError(
+                f"decoder.acceptance.temperature must be > 0 for sampling, got {temperature}; use exact for greedy"
+            )
+        self.temperature = float(temperature)
+        self.seed = seed
+        self._generators = GeneratorCache(seed)
+
+    def propose(self, draft_logits):
+        return choose_tokens(
+            draft_logits, self.temperature, self._generators.get(draft_logits.device)
+        )
+
+    def choose(self, logits):
+        return choose_tokens(logits, self.temperature, self._generators.get(logits.device))
+
+    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
+        gen = self._generators.get(drafted.device)
+        k = drafted.shape[1]
+        p = torch.softmax(main_logits.float() / self.temperature, dim=-1)  # [B, k+1, N, K]
+        q = torch.softmax(draft_logits.float() / self.temperature, dim=-1)  # [B, k, N, K]
+        index = drafted.unsqueeze(-1)
+        p_x = p[:, :k].gather(-1, index).squeeze(-1)
+        q_x = q.gather(-1, index).squeeze(-1)
+        u = torch.rand(p_x.shape, device=p_x.device, generator=gen)
+        kept = u * q_x < p_x  # accept with probability min(1, p/q)
+        replacement = sample_from_probs((p[:, :k] - q).clamp_min(0.0), gen)
+        bonus = torch.cat(
+            [torch.where(kept, drafted, replacement), sample_from_probs(p[:, k:], gen)], dim=1
+        )
+        return Judgement(passed=kept.all(-1), bonus=bonus, token_agreement=kept.float().mean(-1))

@@ -1,0 +1,159 @@
+"""Residual speculative decoding: draft k layers, verify them in one main pass, finish with steps."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
+from rsdvla.decoding.compat import check_draft, check_main_tokenizer
+from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
+from rsdvla.tokenizer import layers_to_codes
+
+
+class SpeculativeDecoder:
+    """Draft -> verify -> accept a per-sample prefix -> bonus layer -> remaining layers with main steps.
+
+    Args:
+        main: ``MainModel`` (``verify``, ``step``, KV cache).
+        draft: ``DraftModel`` or any module with ``num_draft_layers`` and ``forward(h) -> logits[B, k', N, K]``.
+        tokenizer: ``RFSQTokenizer`` matching ``main``.
+        acceptance: an ``AcceptanceRule`` (``decoder/acceptance`` config group); default ``exact``.
+        k: layers to draft, 1..min(draft k, L-1); None uses the draft's k.
+        skip_below: opt-in fallback for drafts that do not pay off. The decoder keeps an exponential
+            moving average (weight 0.2) of each call's fewest accepted layers; while it is below
+            ``skip_below`` a call decodes main-only (no draft, no verify: ``stats.speculated`` False)
+            except every ``probe_every``-th call, which speculates to refresh the average. Break-even
+            is about (draft + verify - step) / step layers (~0.7 on a CPU at batch 1). None: always draft.
+        probe_every: calls between probes while skipping.
+
+    One call, for ``h[B, H]``:
+      1. draft logits ``[B, k, N, K]`` -> drafted codes ``[B, k, N]`` (``acceptance.propose``);
+      2. ``main.verify`` -> logits ``[B, k+1, N, K]`` and the KV cache; the rule marks each drafted
+         layer passed or not; sample b accepts the longest passing prefix ``a_b`` (0..k) and takes
+         main's own layer ``a_b`` from the verify pass (the bonus layer);
+      3. from ``m = min_b a_b`` the cache is truncated to ``m + 1`` positions and main steps decode
+         layers ``m+1 .. L-1``; a sample whose layer is already fixed keeps it and ignores the step.
+    With ``ExactAcceptance`` the codes equal ``MainOnlyDecoder``'s (up to floating-point ties between
+    the verify pass and single steps). Returns ``DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``.
+    """
+
+    needs_draft = True
+
+    def __init__(
+        self,
+        main: nn.Module,
+        draft: nn.Module,
+        tokenizer: nn.Module,
+        acceptance: AcceptanceRule | None = None,
+        k: int | None = None,
+        skip_below: float | None = None,
+        probe_every: int = 8,
+    ):
+        check_main_tokenizer(main, tokenizer)
+        self.k = check_draft(main, draft, k)
+        self.main = main.eval()
+        self.draft = draft.eval()
+        self.tokenizer = tokenizer.eval()
+        self.acceptance = acceptance if acceptance is not None else ExactAcceptance()
+        self.num_layers = main.config.num_code_layers
+        self.chunk_size = tokenizer.config.chunk_size
+        if skip_below is not None and not 0 < skip_below <= self.k:
+            raise ValueError(
+                f"decoder.skip_below must be in (0, k={self.k}] or null, got {skip_below}"
+            )
+        if probe_every < 1:
+            raise ValueError(f"decoder.probe_every must be >= 1, got {probe_every}")
+        self.skip_below, self.probe_every = skip_below, int(probe_every)
+        # optimistic start: speculate until the draft proves useless
+        self.accepted_ema = float(self.k)
+        self._calls_skipped = 0
+
+    def _should_speculate(self) -> bool:
+        if self.skip_below is None or self.accepted_ema >= self.skip_below:
+            return True
+        self._calls_skipped += 1
+        if self._calls_skipped >= self.probe_every:
+            self._calls_skipped = 0
+            return True
+        return False
+
+    @torch.inference_mode()
+    def __call__(self, h: torch.Tensor) -> DecodeResult:
+        """Decode a batch of hidden states ``h[B, H]``."""
+        timer = StageTimer(h.device)
+        if not self._should_speculate():
+            return self._main_only(h, timer)
+        k, n_layers, rule = self.k, self.num_layers, self.acceptance
+
+        draft_logits = self.draft(h)[:, :k]
+        drafted = rule.propose(draft_logits)  # [B, k, N]
+        timer.lap("draft")
+
+        main_logits, state = self.main.verify(h, drafted, return_state=True)
+        judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer)
+        layer_accepted = judged.passed.cumprod(dim=1).bool()  # contiguous prefix [B, k]
+        accepted = layer_accepted.sum(1)  # a_b: accepted drafted layers; layer a_b is the bonus
+        b, _, n_tokens = drafted.shape
+        layers = drafted.new_empty((b, n_layers, n_tokens))
+        layers[:, : k + 1] = judged.bonus
+        layers[:, :k] = torch.where(layer_accepted.unsqueeze(-1), drafted, judged.bonus[:, :k])
+        fewest, most = torch.stack([accepted.min(), accepted.max()]).tolist()  # one host sync
+        self.accepted_ema = 0.8 * self.accepted_ema + 0.2 * fewest
+        timer.lap("verify")
+
+        if fewest + 1 < n_layers:
+            state.truncate(fewest + 1)  # ctx + layers 0..fewest-1, identical for every sample
+            for j in range(fewest + 1, n_layers):
+                chosen = rule.choose(self.main.step(state, layers[:, j - 1]))
+                if j > most:
+                    layers[:, j] = chosen
+                else:  # samples with a_b >= j already fixed layer j
+                    layers[:, j] = torch.where((accepted < j).unsqueeze(-1), chosen, layers[:, j])
+        timer.lap("main_steps")
+
+        stats = DecodeStats(
+            accepted_layers=accepted,
+            layer_accepted=layer_accepted,
+            token_agreement=judged.token_agreement,
+            num_main_steps=max(n_layers - 1 - fewest, 0),
+        )
+        return self._finish(layers, stats, timer)
+
+    def _main_only(self, h: torch.Tensor, timer: StageTimer) -> DecodeResult:
+        """All L layers with main steps (the fallback of ``skip_below``); tokens chosen by the rule."""
+        b = h.shape[0]
+        layers = torch.empty(
+            (b, self.num_layers, self.main.config.tokens_per_layer),
+            dtype=torch.long,
+            device=h.device,
+        )
+        state = self.main.start(h)
+        prev = None
+        for j in range(self.num_layers):
+            prev = self.acceptance.choose(self.main.step(state, prev))
+            layers[:, j] = prev
+        timer.lap("main_steps")
+        stats = DecodeStats(
+            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
+            layer_accepted=torch.zeros((b, self.k), dtype=torch.bool, device=h.device),
+            token_agreement=torch.zeros((b, self.k), device=h.device),
+            num_main_steps=self.num_layers,
+            speculated=False,
+        )
+        return self._finish(layers, stats, timer)
+
+    def _finish(self, layers: torch.Tensor, stats: DecodeStats, timer: StageTimer) -> DecodeResult:
+        codes = layers_to_codes(layers, self.chunk_size)
+        actions = self.tokenizer.decode(codes)
+        timer.lap("detokenize")
+        stats.seconds = timer.seconds
+        return DecodeResult(codes=codes, actions=actions, stats=stats)
+
+    def __repr__(self) -> str:
+        skip = (
+            ""
+            if self.skip_below is None
+            else f", skip_below={self.skip_below}, probe_every={self.probe_every}"
+        )
+        return f"SpeculativeDecoder(k={self.k}, acceptance={self.acceptance!r}{skip})"

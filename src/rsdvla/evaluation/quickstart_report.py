@@ -1,0 +1,67 @@
+"""The quickstart's closing table: one row per decoder, from the stages' ``summary.json`` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
+    """Merge the offline and LIBERO summaries of each decoder into one flat row."""
+    rows = []
+    for name in decoders:
+        offline, libero = _load(work / f"offline_{name}" / "summary.json"), _load(work / f"libero_{name}" / "summary.json")
+        per_layer = libero.get("acceptance_per_layer") or offline.get("layer_acceptance")
+        rows.append(
+            {
+                "decoder": name,
+                "success_rate": libero.get("success_rate"),
+                "success_ci95": libero.get("success_ci95"),
+                "episodes": libero.get("episodes"),
+                "libero_speedup": libero.get("speedup"),
+                "offline_speedup": offline.get("speedup"),
+                "mean_accepted_layers": offline.get("mean_accepted_layers"),
+                "acceptance_per_layer": per_layer,
+                "action_mse": offline.get("action_mse"),
+                "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
+                "decoder_p50_ms": offline.get("latency_p50_ms"),
+            }
+        )
+    return rows
+
+
+def render(rows: list[dict], timings: dict[str, float]) -> Table:
+    table = Table(title="rsdvla quickstart: LIBERO success (simulator's own check), decoder speed, acceptance")
+    for col in ("decoder", "success [95% CI]", "episodes", "speedup (LIBERO)", "speedup (offline)",
+                "accepted layers", "acceptance per drafted layer", "action MSE (norm.)", "MSE vs main_only"):
+        table.add_column(col)
+    for r in rows:
+        ci = r["success_ci95"]
+        success = "-" if r["success_rate"] is None else f"{r['success_rate']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+        per_layer = " ".join(f"{a:.2f}" for a in r["acceptance_per_layer"]) if r["acceptance_per_layer"] else "-"
+        table.add_row(
+            r["decoder"], success, _fmt(r["episodes"], "d"), _fmt(r["libero_speedup"], ".2f") + "x",
+            _fmt(r["offline_speedup"], ".2f") + "x", _fmt(r["mean_accepted_layers"], ".2f"), per_layer,
+            _fmt(r["action_mse"], ".4f"), _fmt(r["action_mse_vs_main_only"], ".4f"),
+        )
+    spent = sum(timings.values())
+    table.caption = f"stage time this run: {spent / 60:.1f} min (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if v) + ")"
+    return table
+
+
+def report(work: Path, decoders: list[str], timings: dict[str, float]) -> dict:
+    """Print the table and return the rows (the quickstart writes them to ``results.json``)."""
+    rows = collect_rows(work, decoders)
+    Console(width=200).print(render(rows, timings))
+    return {"rows": rows, "stage_seconds": timings}

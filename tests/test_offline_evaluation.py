@@ -1,0 +1,200 @@
+"""Offline evaluation on a tiny store, the episode split and the sweep collector."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from rsdvla.data import HiddenStateStore
+from rsdvla.data.split import split_episodes
+from rsdvla.decoding import AgreementAcceptance, MainOnlyDecoder, SpeculativeDecoder
+from rsdvla.evaluation import sweep
+from rsdvla.evaluation.offline import load_split_rows, run_offline
+from rsdvla.models import DraftModel, MainModel
+from rsdvla.tokenizer import RFSQTokenizer
+
+HIDDEN = 32  # conftest's synthetic store
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_models(draft_k: int = 3):
+    torch.manual_seed(0)
+    main = MainModel(hidden_dim=HIDDEN, d_model=32, n_layers=2, n_heads=4, tokens_per_layer=32)
+    draft = DraftModel(
+        hidden_dim=HIDDEN, d_model=32, n_heads=4, num_draft_layers=draft_k, tokens_per_layer=32
+    )
+    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=4, hidden=16)
+    return main.eval(), draft.eval(), tokenizer.eval()
+
+
+def offline_cfg(store: Path, out: Path, **env):
+    return OmegaConf.create(
+        {
+            "data": {"path": str(store), "val_fraction": 0.25, "seed": 0},
+            "env": {
+                "kind": "offline",
+                "split": "val",
+                "batch_size": 8,
+                "max_batches": 4,
+                "warmup": 1,
+                "shuffle": True,
+                **env,
+            },
+            "paths": {"output_dir": str(out)},
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------ split
+
+
+def test_split_by_episode_is_deterministic_disjoint_and_complete():
+    episodes = np.repeat(np.arange(20), 5)
+    train, val = split_episodes(episodes, 0.2, seed=3)
+    assert len(val) == 4 and len(train) == 16
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(20))
+    again = split_episodes(np.random.default_rng(0).permutation(episodes), 0.2, seed=3)
+    assert np.array_equal(again[1], val)  # independent of row order
+    assert not np.array_equal(split_episodes(episodes, 0.2, seed=4)[1], val)
+    assert len(split_episodes(np.arange(3), 0.01, 0)[1]) == 1  # at least one held out
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_episodes(episodes, 1.0, 0)
+
+
+def test_load_split_rows_reads_only_val_episodes(synthetic_store):
+    arrays = HiddenStateStore(synthetic_store).load()
+    _, val = split_episodes(arrays["episode"], 0.25, 0)
+    hidden, actions = load_split_rows(synthetic_store, "val", 0.25, 0, shuffle=True, limit=None)
+    mask = np.isin(arrays["episode"], val)
+    assert len(hidden) == mask.sum()
+    # the same rows (as a set), with hidden and actions still paired
+    expected = {tuple(np.round(r[:4], 2)) for r in arrays["hidden"][mask].astype(np.float32)}
+    assert {tuple(np.round(r[:4], 2)) for r in hidden} == expected
+    first = np.flatnonzero((arrays["hidden"].astype(np.float32) == hidden[0]).all(1))[0]
+    np.testing.assert_array_equal(actions[0], arrays["actions"][first])
+    with pytest.raises(ValueError, match="env.split"):
+        load_split_rows(synthetic_store, "test", 0.25, 0, True, None)
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_split_rows(synthetic_store, "val", 0.0, 0, True, None)
+
+
+# ------------------------------------------------------------------------------------ run_offline
+
+
+def test_run_offline_exact_rsd_agrees_with_main_only(synthetic_store, tmp_path):
+    main, draft, tokenizer = tiny_models()
+    store = HiddenStateStore(synthetic_store)
+    stack = SimpleNamespace(
+        main=main,
+        draft=draft,
+        tokenizer=tokenizer,
+        normalizer=store.normalizer,
+        decoder=SpeculativeDecoder(main, draft, tokenizer),
+    )
+    summary = run_offline(offline_cfg(synthetic_store, tmp_path), stack)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["speedup"] == pytest.approx(summary["speedup"])
+    assert not list(tmp_path.glob("*.tmp"))
+    # 3 of 12 episodes (72 rows) cut to 4 batches of 8
+    assert summary["num_chunks"] == 32 and summary["num_batches"] == 4
+    assert summary["token_agreement"] == 1.0 and summary["chunk_agreement"] == 1.0
+    assert summary["action_mse"] == pytest.approx(summary["main_only_action_mse"])
+    assert summary["action_mse_vs_main_only"] == 0.0
+    assert len(summary["layer_acceptance"]) == 3
+    assert set(summary["latency_ms"]["decoder"]) == {
+        "draft",
+        "verify",
+        "main_steps",
+        "detokenize",
+        "total",
+    }
+    assert summary["latency_ms"]["main_only"]["verify"]["p50"] == 0.0
+    assert summary["speedup"] > 0 and summary["action_mse"] > 0
+
+
+def test_run_offline_reports_acceptance_and_difference_from_main_only(synthetic_store, tmp_path):
+    main, draft, tokenizer = tiny_models()
+    accept_all = SpeculativeDecoder(main, draft, tokenizer, AgreementAcceptance(0.0))
+    stack = SimpleNamespace(
+        main=main,
+        draft=draft,
+        tokenizer=tokenizer,
+        normalizer=None,
+        decoder=accept_all,
+        baseline=MainOnlyDecoder(main, tokenizer),
+    )
+    summary = run_offline(offline_cfg(synthetic_store, tmp_path, max_batches=2), stack)
+    assert summary["mean_accepted_layers"] == 3.0 and summary["layer_acceptance"] == [1.0, 1.0, 1.0]
+    assert summary["num_chunks"] == 16 and summary["mean_main_steps"] == 4
+    assert summary["token_agreement"] < 1.0 and summary["action_mse_vs_main_only"] > 0
+
+
+def test_run_offline_rejects_a_store_of_another_width(synthetic_store, tmp_path):
+    torch.manual_seed(0)
+    main = MainModel(hidden_dim=64, d_model=32, n_layers=1, n_heads=4, tokens_per_layer=32)
+    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=4, hidden=16)
+    stack = SimpleNamespace(
+        main=main, tokenizer=tokenizer, normalizer=None, decoder=MainOnlyDecoder(main, tokenizer)
+    )
+    with pytest.raises(ValueError, match="hidden states are 32-d"):
+        run_offline(offline_cfg(synthetic_store, tmp_path), stack)
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+
+def fake_job(root: Path, num: int, overrides: list[str], **metrics) -> None:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / "summary.json").write_text(json.dumps({"latency_ms": {"decoder": {}}, **metrics}))
+
+
+def test_sweep_collects_overrides_and_metrics(tmp_path):
+    for i, threshold in enumerate((0.5, 0.7, 0.9)):
+        fake_job(
+            tmp_path,
+            i,
+            [
+                "decoder=rsd",
+                "decoder/acceptance=agreement",
+                f"decoder.acceptance.threshold={threshold}",
+            ],
+            speedup=1.5 - 0.2 * i,
+            action_mse=0.01 / (i + 1),
+            token_agreement=0.9,
+        )
+    csv_path, png_path = sweep.main([str(tmp_path)])
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["decoder.acceptance.threshold"] for r in rows] == ["0.5", "0.7", "0.9"]
+    assert [float(r["speedup"]) for r in rows] == pytest.approx([1.5, 1.3, 1.1])
+    assert "latency_ms" not in rows[0] and rows[0]["decoder/acceptance"] == "agreement"
+    assert sweep.setting_labels(sweep.collect(tmp_path))[0] == "decoder.acceptance.threshold=0.5"
+    assert png_path.exists() and png_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_plots_success_rate_when_present(tmp_path):
+    fake_job(tmp_path, 0, ["decoder=main_only"], speedup=1.0, success_rate=0.8)
+    fake_job(tmp_path, 1, ["decoder=rsd"], speedup=1.4, success_rate=0.78)
+    csv_path, png_path = sweep.main([str(tmp_path), "--csv", str(tmp_path / "s.csv")])
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["success_rate"] for r in rows] == ["0.8", "0.78"] and png_path.exists()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        sweep.collect(tmp_path / "0" / ".hydra")
+    with pytest.raises(SystemExit):
+        sweep.main([str(tmp_path / "0" / ".hydra")])
