@@ -27,38 +27,42 @@ class Stage:
     name: str
     script: str
     overrides: list[str]
-    output: Path  # the stage is done when this file exists
 
 
 def plan(cfg: DictConfig) -> list[Stage]:
     """The quickstart's stages in order."""
-    work, artifacts = Path(cfg.work_dir), Path(cfg.paths.log_dir) / "artifacts" / cfg.data_name
-    data = [f"data.path={cfg.store}", f"data.name={cfg.data_name}", f"paths.root_dir={cfg.paths.root_dir}"]
-    stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"], Path(cfg.store))]
+    # the quickstart keeps its checkpoints to itself, so no other run's artifacts leak in
+    data = [f"data.path={cfg.store}", f"data.name={cfg.data_name}", f"paths.artifacts_dir={cfg.work_dir}/artifacts"]
+    stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"])]
     for model, overrides in cfg.train.items():
-        stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data], artifacts / f"{model}.ckpt"))
+        stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
     for name, decoder in cfg.decoders.items():
-        stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder], work / f"offline_{name}" / "summary.json"))
+        stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder]))
     lib = cfg.libero
     libero = [f"env.suite={lib.suite}", f"env.task_ids=[{','.join(map(str, lib.task_ids))}]", f"trials={lib.trials}"]
     for name, decoder in cfg.decoders.items():
-        stages.append(
-            Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder], work / f"libero_{name}" / "summary.json")
-        )
+        stages.append(Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder]))
     return stages
 
 
 def run_stage(stage: Stage, work: Path, force: bool) -> float:
-    """Run one stage as a subprocess (output streamed); returns seconds spent (0 when skipped)."""
-    if stage.output.exists() and not force:
-        log.info("[%s] done already (%s): skipped", stage.name, stage.output)
+    """Run one stage as a subprocess (output streamed); returns seconds spent (0 when skipped).
+
+    A stage is done when its run directory holds the ``.done`` marker written after it succeeded.
+    """
+    run_dir = work / stage.name
+    marker = run_dir / ".done"
+    if marker.exists() and not force:
+        log.info("[%s] done already (%s): skipped", stage.name, marker)
         return 0.0
-    cmd = [sys.executable, str(ROOT / stage.script), *stage.overrides, f"hydra.run.dir={work / stage.name}"]
+    cmd = [sys.executable, str(ROOT / stage.script), *stage.overrides, f"hydra.run.dir={run_dir}"]
     log.info("[%s] %s", stage.name, " ".join(cmd[1:]))
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=Path.cwd())
     if result.returncode != 0:
         raise RuntimeError(f"quickstart stage `{stage.name}` failed (exit {result.returncode}); rerun `python quickstart.py` to resume after fixing it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(" ".join(cmd[1:]) + "\n")
     return time.perf_counter() - start
 
 
