@@ -115,7 +115,7 @@ def test_run_offline_exact_rsd_agrees_with_main_only(synthetic_store, tmp_path):
     assert summary["token_agreement"] == 1.0 and summary["chunk_agreement"] == 1.0
     assert summary["action_mse"] == pytest.approx(summary["main_only_action_mse"])
     assert summary["action_mse_vs_main_only"] == 0.0
-    assert len(summary["layer_acceptance"]) == 3
+    assert len(summary["acceptance_per_layer"]) == 3
     assert set(summary["latency_ms"]["decoder"]) == {
         "draft",
         "verify",
@@ -139,7 +139,7 @@ def test_run_offline_reports_acceptance_and_difference_from_main_only(synthetic_
         baseline=MainOnlyDecoder(main, tokenizer),
     )
     summary = run_offline(offline_cfg(synthetic_store, tmp_path, max_batches=2), stack)
-    assert summary["mean_accepted_layers"] == 3.0 and summary["layer_acceptance"] == [1.0, 1.0, 1.0]
+    assert summary["mean_accepted_layers"] == 3.0 and summary["acceptance_per_layer"] == [1.0, 1.0, 1.0]
     assert summary["num_chunks"] == 16 and summary["mean_main_steps"] == 4
     assert summary["token_agreement"] < 1.0 and summary["action_mse_vs_main_only"] > 0
 

@@ -45,7 +45,7 @@ def test_report_merges_offline_and_libero_summaries(tmp_path):
     (tmp_path / "offline_rsd").mkdir()
     (tmp_path / "libero_rsd").mkdir()
     (tmp_path / "offline_rsd" / "summary.json").write_text(
-        json.dumps({"speedup": 1.3, "mean_accepted_layers": 2.5, "layer_acceptance": [0.9, 0.8, 0.7], "action_mse": 0.01})
+        json.dumps({"speedup": 1.3, "mean_accepted_layers": 2.5, "acceptance_per_layer": [0.9, 0.8, 0.7], "action_mse": 0.01})
     )
     (tmp_path / "libero_rsd" / "summary.json").write_text(
         json.dumps({"success_rate": 0.75, "success_ci95": [0.5, 0.9], "episodes": 20, "speedup": 1.2})

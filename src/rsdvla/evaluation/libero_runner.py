@@ -37,6 +37,7 @@ from rsdvla.evaluation.episodes import (
     shard_episodes,
     summary_file_name,
 )
+from rsdvla.evaluation.plots import plot_summary
 from rsdvla.evaluation.rollout import run_episode
 from rsdvla.evaluation.videos import video_path, write_video
 
@@ -280,6 +281,9 @@ class LiberoRunner:
         summary["episode_file"] = str(self.episode_path)
         summary.update(metadata)
         write_json_atomic(self.summary_path, summary)
+        success = summary.get("success_rate")
+        title = f"LIBERO: {summary.get('episodes', 0)} episodes, success {success if success is None else round(success, 3)}"
+        plot_summary(summary, self.summary_path.with_suffix(".png"), title=title)
         render_summary(summary)
         log.info("summary: %s", self.summary_path)
         return summary

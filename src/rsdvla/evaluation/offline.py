@@ -14,8 +14,6 @@ Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``,
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +27,8 @@ from omegaconf import DictConfig
 from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
+from rsdvla.evaluation.aggregate import write_json_atomic
+from rsdvla.evaluation.plots import plot_summary
 
 SPLITS = ("val", "train", "all")
 
@@ -158,7 +158,7 @@ class SideBySide:
             "token_agreement": self.tokens_same / self.tokens,
             "chunk_agreement": self.chunks_same / self.chunks,
             "mean_accepted_layers": self.accepted_layers / spec if self.speculated_chunks else None,
-            "layer_acceptance": (self.layer_accepted / spec).tolist()
+            "acceptance_per_layer": (self.layer_accepted / spec).tolist()
             if self.speculated_chunks
             else [],
             "draft_token_agreement": (self.token_agreement / spec).tolist()
@@ -201,13 +201,6 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(value)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def print_table(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -230,7 +223,7 @@ def print_table(summary: dict) -> None:
         "1 / 1",
     )
     if summary["mean_accepted_layers"] is not None:
-        per_layer = " ".join(f"{x:.2f}" for x in summary["layer_acceptance"])
+        per_layer = " ".join(f"{x:.2f}" for x in summary["acceptance_per_layer"])
         table.add_row(
             "accepted layers (per layer)",
             f"{summary['mean_accepted_layers']:.2f} ({per_layer})",
@@ -309,5 +302,6 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         **acc.summary(),
     }
     write_json_atomic(output_dir(cfg) / "summary.json", summary)
+    plot_summary(summary, output_dir(cfg) / "summary.png")
     print_table(summary)
     return summary

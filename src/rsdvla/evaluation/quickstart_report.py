@@ -22,7 +22,7 @@ def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
     rows = []
     for name in decoders:
         offline, libero = _load(work / f"offline_{name}" / "summary.json"), _load(work / f"libero_{name}" / "summary.json")
-        per_layer = libero.get("acceptance_per_layer") or offline.get("layer_acceptance")
+        per_layer = libero.get("acceptance_per_layer") or offline.get("acceptance_per_layer")
         rows.append(
             {
                 "decoder": name,
