@@ -416,3 +416,12 @@ def test_libero_object_episode_in_the_simulator_resumes(tmp_path, restore_torch_
     assert text.startswith(first_line)
     assert [(r["task_id"], r["trial"]) for r in read_episode_file(episode_file)] == [(0, 0), (0, 1)]
     assert summary["episodes"] == 2
+
+
+def test_first_trial_shifts_the_initial_states():
+    from rsdvla.evaluation.episodes import plan_episodes
+
+    specs = plan_episodes("libero_object", [2], trials=3, first_trial=25)
+    assert [s.trial for s in specs] == [25, 26, 27]
+    with pytest.raises(ValueError, match="first_trial"):
+        plan_episodes("libero_object", [2], trials=3, first_trial=-1)

@@ -39,7 +39,10 @@ def plan(cfg: DictConfig) -> list[Stage]:
     for name, decoder in cfg.decoders.items():
         stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder]))
     lib = cfg.libero
-    libero = [f"env.suite={lib.suite}", f"env.task_ids=[{','.join(map(str, lib.task_ids))}]", f"trials={lib.trials}"]
+    libero = [
+        f"env.suite={lib.suite}", f"env.task_ids=[{','.join(map(str, lib.task_ids))}]",
+        f"trials={lib.trials}", f"env.first_trial={lib.first_trial}",
+    ]
     for name, decoder in cfg.decoders.items():
         stages.append(Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder]))
     return stages

@@ -66,6 +66,7 @@ class LiberoEvalSettings:
     suite: str = "libero_object"
     task_ids: tuple[int, ...] | None = None
     trials: int = 50
+    first_trial: int = 0
     max_steps: int | None = None
     cameras: bool | None = None
     camera_size: int = 224
@@ -88,6 +89,7 @@ class LiberoEvalSettings:
             suite=str(env.suite),
             task_ids=task_ids,
             trials=int(cfg.trials),
+            first_trial=int(env.get("first_trial", 0)),
             max_steps=None if env.get("max_steps") is None else int(env.max_steps),
             cameras=None if cameras is None else bool(cameras),
             camera_size=int(env.get("camera_size", 224)),
@@ -189,7 +191,7 @@ class LiberoRunner:
             settings.num_shards, settings.shard_id
         )
         self._plan = shard_episodes(
-            plan_episodes(settings.suite, self.task_ids, settings.trials),
+            plan_episodes(settings.suite, self.task_ids, settings.trials, settings.first_trial),
             settings.num_shards,
             settings.shard_id,
         )
