@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, write_synthetic_store
 
 import rsdvla.train
 from rsdvla.checkpoints import CheckpointError, load_checkpoint
@@ -89,3 +89,24 @@ def test_train_py_runs_from_the_command_line(tmp_path, synthetic_store):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "cli/.hydra/config.yaml").exists()
+
+
+def test_draft_distills_from_a_main_checkpoint(tmp_path, synthetic_store, tokenizer_ckpt):
+    main = _train(tmp_path, synthetic_store, "main", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
+    metrics = _train(
+        tmp_path, synthetic_store, "draft", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        f"model.module.teacher_ckpt={main['exported']}",
+    )
+    assert "val/acc_L0" in metrics
+    from rsdvla.models.draft_module import greedy_layers
+
+    teacher = MainModel.from_checkpoint(main["exported"])
+    hidden = torch.randn(5, 32)
+    codes = greedy_layers(teacher, hidden, 3, batch_size=2)
+    state, prev = teacher.start(hidden), None
+    for layer in range(3):
+        prev = teacher.step(state, prev).argmax(-1)
+        assert torch.equal(codes[:, layer].long(), prev)
+    narrow = write_synthetic_store(tmp_path / "narrow.h5", hidden_dim=16)
+    with pytest.raises(CheckpointError, match="teacher main has hidden_dim=32 but the draft has 16"):
+        _train(tmp_path, narrow, "draft", "debug=fdr", "data.hidden_dim=16", f"model.module.teacher_ckpt={main['exported']}")

@@ -28,3 +28,21 @@ def one_line_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def build(config, **kwargs):
+    """``hydra.utils.instantiate`` that lets a user error raised inside the target through unwrapped.
+
+    Hydra wraps constructor errors in ``InstantiationException`` with its own preamble; the
+    one-line message (file, field, fix) of our errors is what the user should see.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        raise

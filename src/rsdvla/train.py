@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rsdvla.checkpoints import CheckpointError, check_tokenizer_matches
+from rsdvla.cli import build
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = cfg.model
     tokenizer_ckpt = _tokenizer_ckpt(cfg) if model_cfg.needs_tokens else None
-    datamodule = instantiate(cfg.data, tokenizer_ckpt=tokenizer_ckpt, load_hidden=model_cfg.needs_hidden, _convert_="all")
-    module = instantiate(model_cfg.module, action_stats=datamodule.action_stats, _convert_="all")
+    datamodule = build(cfg.data, tokenizer_ckpt=tokenizer_ckpt, load_hidden=model_cfg.needs_hidden, _convert_="all")
+    module = build(model_cfg.module, action_stats=datamodule.action_stats, _convert_="all")
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
     if tokenizer_ckpt is not None:
         from rsdvla.tokenizer import RFSQTokenizer
