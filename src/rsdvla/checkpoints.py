@@ -70,3 +70,15 @@ def check_tokenizer_matches(tokenizer_config, model_config, tokenizer_path: str,
         raise CheckpointError(
             f"{tokenizer_path}: tokenizer has {tok.num_layers} layers, {model_field}.num_draft_layers={k} must be in 1..{tok.num_layers - 1}"
         )
+
+
+def load_module(cls, config_cls, path: str | os.PathLike, kind: str, prefix: str, map_location: str = "cpu"):
+    """Build ``cls(config_cls(**hyper_parameters[kind]))`` from a checkpoint and load its weights.
+
+    The normalization statistics are attached as ``.action_stats``; the module is in eval mode.
+    """
+    ckpt = load_checkpoint(path, kind=kind, map_location=map_location)
+    model = cls(config_cls(**ckpt["hyper_parameters"][kind]))
+    model.load_state_dict(module_state(ckpt, prefix))
+    model.action_stats = ckpt["hyper_parameters"].get("action_stats")
+    return model.eval()

@@ -40,20 +40,15 @@ class DraftModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.heads = LayerHeads(cfg.num_draft_layers, cfg.d_model, cfg.tokens_per_layer, cfg.levels)
 
-
     @classmethod
     def from_checkpoint(cls, path, map_location: str = "cpu") -> DraftModel:
         """Load from a checkpoint written by ``python train.py model=draft``.
 
         ``action_stats`` (normalization statistics) is attached to the returned model.
         """
-        from rsdvla.checkpoints import load_checkpoint, module_state
+        from rsdvla.checkpoints import load_module
 
-        ckpt = load_checkpoint(path, kind="draft", map_location=map_location)
-        model = cls(DraftConfig(**ckpt["hyper_parameters"]["draft"]))
-        model.load_state_dict(module_state(ckpt, "model"))
-        model.action_stats = ckpt["hyper_parameters"].get("action_stats")
-        return model.eval()
+        return load_module(cls, DraftConfig, path, kind="draft", prefix="model", map_location=map_location)
 
     @property
     def num_draft_layers(self) -> int:

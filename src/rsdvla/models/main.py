@@ -65,20 +65,15 @@ class MainModel(nn.Module):
         self.heads = LayerHeads(cfg.num_code_layers, cfg.d_model, cfg.tokens_per_layer, cfg.levels)
         nn.init.normal_(self.pos, std=0.02)
 
-
     @classmethod
     def from_checkpoint(cls, path, map_location: str = "cpu") -> MainModel:
         """Load from a checkpoint written by ``python train.py model=main``.
 
         ``action_stats`` (normalization statistics) is attached to the returned model.
         """
-        from rsdvla.checkpoints import load_checkpoint, module_state
+        from rsdvla.checkpoints import load_module
 
-        ckpt = load_checkpoint(path, kind="main", map_location=map_location)
-        model = cls(MainConfig(**ckpt["hyper_parameters"]["main"]))
-        model.load_state_dict(module_state(ckpt, "model"))
-        model.action_stats = ckpt["hyper_parameters"].get("action_stats")
-        return model.eval()
+        return load_module(cls, MainConfig, path, kind="main", prefix="model", map_location=map_location)
 
     # ------------------------------------------------------------------ shared pieces
     def _inputs(self, h: torch.Tensor, prefix: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:

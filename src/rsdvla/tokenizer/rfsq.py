@@ -100,13 +100,9 @@ class RFSQTokenizer(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> RFSQTokenizer:
         """Load from a checkpoint written by ``python train.py model=tokenizer``."""
-        from rsdvla.checkpoints import load_checkpoint, module_state
+        from rsdvla.checkpoints import load_module
 
-        ckpt = load_checkpoint(path, kind="tokenizer", map_location=map_location)
-        model = cls(TokenizerConfig(**ckpt["hyper_parameters"]["tokenizer"]))
-        model.load_state_dict(module_state(ckpt, "tokenizer"))
-        model.action_stats = ckpt["hyper_parameters"].get("action_stats")
-        return model.eval()
+        return load_module(cls, TokenizerConfig, path, kind="tokenizer", prefix="tokenizer", map_location=map_location)
 
 
 def codes_to_layers(codes: torch.Tensor) -> torch.Tensor:
