@@ -27,7 +27,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str = "cpu
     path = Path(path)
     producer = PRODUCERS.get(kind, "train.py")
     if not path.exists():
-        raise CheckpointError(f"{path}: {kind} checkpoint not found; produce it with `{producer}` or set `{kind}.ckpt`")
+        raise CheckpointError(
+            f"{path}: {kind} checkpoint not found; produce it with `{producer}` or point the config at one "
+            f"(evaluate.py: ckpt.{kind}=<path>)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated or foreign files fail inside torch with long traces
