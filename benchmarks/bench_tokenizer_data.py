@@ -54,8 +54,10 @@ def bench_loading(samples: int, width: int, batch: int, repeats: int) -> float:
         per_episode = 200
         for e in range(samples // per_episode):
             writer.append_episode(
-                e, rng.standard_normal((per_episode, width), dtype=np.float32),
-                rng.uniform(-1, 1, (per_episode, 8, 7)).astype(np.float32), 0,
+                e,
+                rng.standard_normal((per_episode, width), dtype=np.float32),
+                rng.uniform(-1, 1, (per_episode, 8, 7)).astype(np.float32),
+                0,
             )
         writer.finalize()
         dm = HiddenStateDataModule(str(path), hidden_dim=width, batch_size=batch, val_fraction=0.0)
@@ -71,12 +73,30 @@ def bench_loading(samples: int, width: int, batch: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
+    parser.add_argument(
+        "--write", action="store_true", help="write the results into docs/benchmarks.md"
+    )
     args = parser.parse_args()
-    rows = [("tokenizer encode+decode, batch 8192 chunks", bench_tokenizer(8192, args.repeats), "chunks/s", 100_000)]
-    rows.append(("store loading, width 4096, batch 256", bench_loading(20_000, 4096, 256, args.repeats), "samples/s", 10_000))
+    rows = [
+        (
+            "tokenizer encode+decode, batch 8192 chunks",
+            bench_tokenizer(8192, args.repeats),
+            "chunks/s",
+            100_000,
+        )
+    ]
+    rows.append(
+        (
+            "store loading, width 4096, batch 256",
+            bench_loading(20_000, 4096, 256, args.repeats),
+            "samples/s",
+            10_000,
+        )
+    )
     lines = ["| what | median throughput | goal |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {value:,.0f} {unit} | {goal:,} {unit} |" for name, value, unit, goal in rows]
+    lines += [
+        f"| {name} | {value:,.0f} {unit} | {goal:,} {unit} |" for name, value, unit, goal in rows
+    ]
     table = "\n".join(lines)
     print(table)
     if args.write:

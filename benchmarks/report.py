@@ -15,7 +15,11 @@ def write_section(heading: str, body: str, doc: Path = DOC) -> None:
     text = doc.read_text() if doc.exists() else HEADER
     section = f"## {heading}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section + "\n", text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section
+    )
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text.rstrip() + "\n")
     os.replace(tmp, doc)

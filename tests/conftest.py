@@ -14,7 +14,9 @@ from rsdvla.data import ActionNormalizer, HiddenStateStoreWriter
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def write_synthetic_store(path: Path, episodes: int = 12, steps: int = 24, hidden_dim: int = 32, seed: int = 0) -> Path:
+def write_synthetic_store(
+    path: Path, episodes: int = 12, steps: int = 24, hidden_dim: int = 32, seed: int = 0
+) -> Path:
     """A store whose hidden states determine the actions (smooth per-episode trajectories)."""
     rng = np.random.default_rng(seed)
     raw = []
@@ -26,7 +28,9 @@ def write_synthetic_store(path: Path, episodes: int = 12, steps: int = 24, hidde
         raw.append(a.astype(np.float32))
     norm = ActionNormalizer.fit(np.concatenate(raw))
     proj = rng.normal(size=(7 * 8, hidden_dim)).astype(np.float32)
-    writer = HiddenStateStoreWriter(path, hidden_dim, "synthetic", norm.to_dict(), ["task zero", "task one"])
+    writer = HiddenStateStoreWriter(
+        path, hidden_dim, "synthetic", norm.to_dict(), ["task zero", "task one"]
+    )
     for e, a in enumerate(raw):
         chunks = np.stack([norm.normalize(a[i : i + 8]) for i in range(steps)])
         hidden = chunks.reshape(steps, -1) @ proj

@@ -16,7 +16,11 @@ def test_experiment_composes(tmp_path, experiment):
     assert cfg.data.path and cfg.data.name
     if root == "train":
         for model in ("tokenizer", "main", "draft"):
-            cfg = compose_config(root, [f"experiment={experiment}", f"model={model}", "trainer.accelerator=cpu"], tmp_path)
+            cfg = compose_config(
+                root,
+                [f"experiment={experiment}", f"model={model}", "trainer.accelerator=cpu"],
+                tmp_path,
+            )
             module = instantiate(cfg.model.module, _convert_="all")
             assert module.hparams["kind"] == model
             assert instantiate(cfg.trainer).max_epochs == cfg.trainer.max_epochs

@@ -41,7 +41,9 @@ def test_split_is_by_episode_and_deterministic():
 
 
 def test_datamodule_serves_batches_split_by_episode(synthetic_store):
-    dm = HiddenStateDataModule(str(synthetic_store), hidden_dim=32, batch_size=16, val_fraction=0.25)
+    dm = HiddenStateDataModule(
+        str(synthetic_store), hidden_dim=32, batch_size=16, val_fraction=0.25
+    )
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["hidden"].shape == (16, 32) and batch["hidden"].dtype == torch.float32
@@ -79,7 +81,9 @@ def test_nan_actions_are_refused_with_row(tmp_path, synthetic_store):
         f["actions"][5, 0, 0] = np.nan
     with pytest.raises(StoreError, match=r"nan.h5: `actions` row 5"):
         HiddenStateStore(bad).load()
-    writer = HiddenStateStoreWriter(tmp_path / "w.h5", 4, "x", ActionNormalizer([0] * 7, [1] * 7).to_dict(), ["t"])
+    writer = HiddenStateStoreWriter(
+        tmp_path / "w.h5", 4, "x", ActionNormalizer([0] * 7, [1] * 7).to_dict(), ["t"]
+    )
     with pytest.raises(StoreError, match="NaN"):
         writer.append_episode(0, np.zeros((2, 4)), np.full((2, 8, 7), np.inf), 0)
     writer.close()

@@ -139,7 +139,11 @@ def test_run_offline_reports_acceptance_and_difference_from_main_only(synthetic_
         baseline=MainOnlyDecoder(main, tokenizer),
     )
     summary = run_offline(offline_cfg(synthetic_store, tmp_path, max_batches=2), stack)
-    assert summary["mean_accepted_layers"] == 3.0 and summary["acceptance_per_layer"] == [1.0, 1.0, 1.0]
+    assert summary["mean_accepted_layers"] == 3.0 and summary["acceptance_per_layer"] == [
+        1.0,
+        1.0,
+        1.0,
+    ]
     assert summary["num_chunks"] == 16 and summary["mean_main_steps"] == 4
     assert summary["token_agreement"] < 1.0 and summary["action_mse_vs_main_only"] > 0
 

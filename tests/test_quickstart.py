@@ -18,7 +18,9 @@ def test_plan_runs_every_stage_with_isolated_artifacts(tmp_path):
     for stage in stages[1:]:
         assert f"paths.artifacts_dir={tmp_path}/artifacts" in stage.overrides
     libero = next(s for s in stages if s.name == "libero_rsd_agreement")
-    assert "env=libero" in libero.overrides and "decoder.acceptance.threshold=0.7" in libero.overrides
+    assert (
+        "env=libero" in libero.overrides and "decoder.acceptance.threshold=0.7" in libero.overrides
+    )
 
 
 def test_finished_stage_is_skipped_and_a_failure_names_the_stage(tmp_path, monkeypatch):
@@ -45,11 +47,24 @@ def test_report_merges_offline_and_libero_summaries(tmp_path):
     (tmp_path / "offline_rsd").mkdir()
     (tmp_path / "libero_rsd").mkdir()
     (tmp_path / "offline_rsd" / "summary.json").write_text(
-        json.dumps({"speedup": 1.3, "mean_accepted_layers": 2.5, "acceptance_per_layer": [0.9, 0.8, 0.7], "action_mse": 0.01})
+        json.dumps(
+            {
+                "speedup": 1.3,
+                "mean_accepted_layers": 2.5,
+                "acceptance_per_layer": [0.9, 0.8, 0.7],
+                "action_mse": 0.01,
+            }
+        )
     )
     (tmp_path / "libero_rsd" / "summary.json").write_text(
-        json.dumps({"success_rate": 0.75, "success_ci95": [0.5, 0.9], "episodes": 20, "speedup": 1.2})
+        json.dumps(
+            {"success_rate": 0.75, "success_ci95": [0.5, 0.9], "episodes": 20, "speedup": 1.2}
+        )
     )
     (row,) = collect_rows(Path(tmp_path), ["rsd"])
-    assert row["success_rate"] == 0.75 and row["offline_speedup"] == 1.3 and row["libero_speedup"] == 1.2
+    assert (
+        row["success_rate"] == 0.75
+        and row["offline_speedup"] == 1.3
+        and row["libero_speedup"] == 1.2
+    )
     assert row["acceptance_per_layer"] == [0.9, 0.8, 0.7] and row["action_mse"] == 0.01

@@ -9,4 +9,6 @@ def test_outputs_match_committed_tensors():
     actual = compute_cases()
     assert expected.keys() == actual.keys()
     for name, value in expected.items():
-        torch.testing.assert_close(actual[name], value, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            actual[name], value, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )

@@ -73,5 +73,7 @@ def test_tokenizer_learns_a_fine_reconstruction_and_coarse_layers_are_worse():
         opt.step()
     held_out = _actions(512, seed=2)
     mse = torch.nn.functional.mse_loss(tok.decode(tok.encode(held_out)), held_out).item()
-    coarse = torch.nn.functional.mse_loss(tok.decode(tok.encode(held_out), num_layers=1), held_out).item()
+    coarse = torch.nn.functional.mse_loss(
+        tok.decode(tok.encode(held_out), num_layers=1), held_out
+    ).item()
     assert mse < 1e-3 and coarse > mse

@@ -34,7 +34,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str = "cpu
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated or foreign files fail inside torch with long traces
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}); re-create it with `{producer}`") from err
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}); re-create it with `{producer}`"
+        ) from err
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if kind not in hparams or "state_dict" not in ckpt:
         found = hparams.get("kind", "unknown")
@@ -46,10 +48,16 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str = "cpu
 
 def module_state(ckpt: dict, prefix: str) -> dict:
     """The ``state_dict`` entries under ``prefix.`` with the prefix removed."""
-    return {k.removeprefix(prefix + "."): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix + ".")}
+    return {
+        k.removeprefix(prefix + "."): v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(prefix + ".")
+    }
 
 
-def check_tokenizer_matches(tokenizer_config, model_config, tokenizer_path: str, model_field: str) -> None:
+def check_tokenizer_matches(
+    tokenizer_config, model_config, tokenizer_path: str, model_field: str
+) -> None:
     """Fail early when a tokenizer's K/L/T*D differ from what a main or draft model was built for.
 
     ``model_config`` needs ``levels``, ``tokens_per_layer`` and either ``num_code_layers`` (main)
@@ -75,7 +83,9 @@ def check_tokenizer_matches(tokenizer_config, model_config, tokenizer_path: str,
         )
 
 
-def load_module(cls, config_cls, path: str | os.PathLike, kind: str, prefix: str, map_location: str = "cpu"):
+def load_module(
+    cls, config_cls, path: str | os.PathLike, kind: str, prefix: str, map_location: str = "cpu"
+):
     """Build ``cls(config_cls(**hyper_parameters[kind]))`` from a checkpoint and load its weights.
 
     The normalization statistics are attached as ``.action_stats``; the module is in eval mode.

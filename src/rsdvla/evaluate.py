@@ -15,7 +15,9 @@ def run(cfg: DictConfig) -> dict:
     """Load the checkpoints in ``cfg.ckpt`` and run the evaluation ``cfg.env.kind`` names."""
     kind = cfg.env.kind
     if kind not in ("offline", "libero"):
-        raise ValueError(f"env.kind={kind!r}: choose env=offline (hidden-state store) or env=libero (simulator)")
+        raise ValueError(
+            f"env.kind={kind!r}: choose env=offline (hidden-state store) or env=libero (simulator)"
+        )
     if kind == "libero":  # check suite, task ids and shard before loading any model
         from rsdvla.evaluation.libero_runner import LiberoEvalSettings, LiberoRunner
 

@@ -8,7 +8,12 @@ from collections.abc import Callable
 import torch
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_ratio: float = 0.05):
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    min_ratio: float = 0.05,
+):
     """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to ``min_ratio``."""
     warmup = max(1, int(total_steps * warmup_fraction))
 
@@ -27,4 +32,10 @@ def configure_optimizers(module, optimizer: Callable, scheduler: Callable | None
     if scheduler is None:
         return opt
     total = int(module.trainer.estimated_stepping_batches)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(optimizer=opt, total_steps=total), "interval": "step"}}
+    return {
+        "optimizer": opt,
+        "lr_scheduler": {
+            "scheduler": scheduler(optimizer=opt, total_steps=total),
+            "interval": "step",
+        },
+    }

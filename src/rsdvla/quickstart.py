@@ -32,7 +32,11 @@ class Stage:
 def plan(cfg: DictConfig) -> list[Stage]:
     """The quickstart's stages in order."""
     # the quickstart keeps its checkpoints to itself, so no other run's artifacts leak in
-    data = [f"data.path={cfg.store}", f"data.name={cfg.data_name}", f"paths.artifacts_dir={cfg.work_dir}/artifacts"]
+    data = [
+        f"data.path={cfg.store}",
+        f"data.name={cfg.data_name}",
+        f"paths.artifacts_dir={cfg.work_dir}/artifacts",
+    ]
     stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"])]
     for model, overrides in cfg.train.items():
         stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
@@ -40,11 +44,15 @@ def plan(cfg: DictConfig) -> list[Stage]:
         stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder]))
     lib = cfg.libero
     libero = [
-        f"env.suite={lib.suite}", f"env.task_ids=[{','.join(map(str, lib.task_ids))}]",
-        f"trials={lib.trials}", f"env.first_trial={lib.first_trial}",
+        f"env.suite={lib.suite}",
+        f"env.task_ids=[{','.join(map(str, lib.task_ids))}]",
+        f"trials={lib.trials}",
+        f"env.first_trial={lib.first_trial}",
     ]
     for name, decoder in cfg.decoders.items():
-        stages.append(Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder]))
+        stages.append(
+            Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder])
+        )
     return stages
 
 
@@ -63,7 +71,9 @@ def run_stage(stage: Stage, work: Path, force: bool) -> float:
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=Path.cwd())
     if result.returncode != 0:
-        raise RuntimeError(f"quickstart stage `{stage.name}` failed (exit {result.returncode}); rerun `python quickstart.py` to resume after fixing it")
+        raise RuntimeError(
+            f"quickstart stage `{stage.name}` failed (exit {result.returncode}); rerun `python quickstart.py` to resume after fixing it"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(" ".join(cmd[1:]) + "\n")
     return time.perf_counter() - start

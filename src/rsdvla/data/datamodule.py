@@ -30,7 +30,10 @@ class _InMemoryBatches(Dataset):
 
     def __getitem__(self, index: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(index)
-        return {k: (v[idx].float() if v.dtype == torch.float16 else v[idx]) for k, v in self.fields.items()}
+        return {
+            k: (v[idx].float() if v.dtype == torch.float16 else v[idx])
+            for k, v in self.fields.items()
+        }
 
 
 class HiddenStateDataModule(L.LightningDataModule):

@@ -38,7 +38,9 @@ class ActionNormalizer:
         """Statistics from raw actions ``[N, A]`` (all steps of all episodes)."""
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, np.shape(actions)[-1])
         if not np.isfinite(actions).all():
-            raise ValueError("actions contain NaN or inf: clean the demonstrations before fitting statistics")
+            raise ValueError(
+                "actions contain NaN or inf: clean the demonstrations before fitting statistics"
+            )
         return cls(
             q01=np.quantile(actions, 0.01, axis=0),
             q99=np.quantile(actions, 0.99, axis=0),
@@ -72,10 +74,18 @@ class ActionNormalizer:
         scale = (hi - lo).clip(1e-8, None)  # a constant dimension maps to -1, not NaN
         out = 2 * (actions - lo) / scale - 1
         out = out.clip(-1, 1)
-        return torch.where(mask, out, actions) if isinstance(actions, torch.Tensor) else np.where(mask, out, actions)
+        return (
+            torch.where(mask, out, actions)
+            if isinstance(actions, torch.Tensor)
+            else np.where(mask, out, actions)
+        )
 
     def unnormalize(self, actions):
         """Normalized ``[..., A]`` -> raw units ``[..., A]`` (numpy or torch)."""
         lo, hi, mask = self._bounds(actions)
         out = (actions.clip(-1, 1) + 1) / 2 * (hi - lo) + lo
-        return torch.where(mask, out, actions) if isinstance(actions, torch.Tensor) else np.where(mask, out, actions)
+        return (
+            torch.where(mask, out, actions)
+            if isinstance(actions, torch.Tensor)
+            else np.where(mask, out, actions)
+        )

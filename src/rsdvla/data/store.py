@@ -92,15 +92,24 @@ class HiddenStateStoreWriter:
             self.file.attrs["committed_rows"] = 0
             self.file.attrs["completed_episodes"] = "[]"
             self.file.create_dataset(
-                "hidden", (0, hidden_dim), dtype="f2", maxshape=(None, hidden_dim), chunks=(64, hidden_dim)
+                "hidden",
+                (0, hidden_dim),
+                dtype="f2",
+                maxshape=(None, hidden_dim),
+                chunks=(64, hidden_dim),
             )
             self.file.create_dataset(
-                "actions", (0, chunk_size, action_dim), dtype="f4", maxshape=(None, chunk_size, action_dim),
+                "actions",
+                (0, chunk_size, action_dim),
+                dtype="f4",
+                maxshape=(None, chunk_size, action_dim),
                 chunks=(256, chunk_size, action_dim),
             )
             for name in ("episode", "step", "task_id"):
                 self.file.create_dataset(name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,))
-            self.file.create_dataset("instructions", data=np.array(list(instructions), dtype=object), dtype=_STR)
+            self.file.create_dataset(
+                "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
+            )
             self.file.flush()
         self.hidden_dim = int(hidden_dim)
 
@@ -108,17 +117,25 @@ class HiddenStateStoreWriter:
     def completed_episodes(self) -> set[int]:
         return set(json.loads(self.file.attrs["completed_episodes"]))
 
-    def append_episode(self, episode: int, hidden: np.ndarray, actions: np.ndarray, task_id: int) -> None:
+    def append_episode(
+        self, episode: int, hidden: np.ndarray, actions: np.ndarray, task_id: int
+    ) -> None:
         """Commit one episode: ``hidden [n, H]``, normalized ``actions [n, T, A]``."""
         hidden = np.asarray(hidden)
         actions = np.asarray(actions, dtype=np.float32)
         n = hidden.shape[0]
         if hidden.shape != (n, self.hidden_dim):
-            raise StoreError(f"{self.partial}: `hidden` of episode {episode} has shape {hidden.shape}, expected [n, {self.hidden_dim}]")
+            raise StoreError(
+                f"{self.partial}: `hidden` of episode {episode} has shape {hidden.shape}, expected [n, {self.hidden_dim}]"
+            )
         if actions.shape[0] != n:
-            raise StoreError(f"{self.partial}: episode {episode} has {n} hidden states but {actions.shape[0]} action chunks")
+            raise StoreError(
+                f"{self.partial}: episode {episode} has {n} hidden states but {actions.shape[0]} action chunks"
+            )
         if not np.isfinite(actions).all() or not np.isfinite(hidden.astype(np.float32)).all():
-            raise StoreError(f"{self.partial}: episode {episode} has NaN or inf in `hidden` or `actions`; fix the source demo")
+            raise StoreError(
+                f"{self.partial}: episode {episode} has NaN or inf in `hidden` or `actions`; fix the source demo"
+            )
         if episode in self.completed_episodes:
             return
         rows = int(self.file.attrs["committed_rows"])
@@ -134,7 +151,9 @@ class HiddenStateStoreWriter:
             ds.resize(rows + n, axis=0)
             ds[rows:] = value
         self.file.attrs["committed_rows"] = rows + n
-        self.file.attrs["completed_episodes"] = json.dumps(sorted(self.completed_episodes | {episode}))
+        self.file.attrs["completed_episodes"] = json.dumps(
+            sorted(self.completed_episodes | {episode})
+        )
         self.file.flush()
 
     def finalize(self) -> Path:
@@ -154,7 +173,11 @@ class HiddenStateStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            hint = " (an unfinished .partial exists: rerun the extraction to complete it)" if partial_path(path).exists() else ""
+            hint = (
+                " (an unfinished .partial exists: rerun the extraction to complete it)"
+                if partial_path(path).exists()
+                else ""
+            )
             raise StoreError(
                 f"{self.path}: hidden-state store not found{hint}; create it with `python extract.py` "
                 "or point `data.path` at an existing store"
@@ -163,8 +186,12 @@ class HiddenStateStore:
             with h5py.File(self.path, "r") as f:
                 missing = [k for k in REQUIRED if k not in f]
                 if missing:
-                    raise StoreError(f"{self.path}: missing dataset(s) {missing}; re-create the store with `python extract.py`")
-                self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+                    raise StoreError(
+                        f"{self.path}: missing dataset(s) {missing}; re-create the store with `python extract.py`"
+                    )
+                self.attrs = {
+                    k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+                }
                 self.num_samples = f["hidden"].shape[0]
                 self.hidden_dim = f["hidden"].shape[1]
                 for k in ("actions", "episode", "step", "task_id"):
@@ -174,24 +201,40 @@ class HiddenStateStore:
                             "the file is truncated or inconsistent: re-create it with `python extract.py`"
                         )
                 self.chunk_shape = tuple(f["actions"].shape[1:])
-                self.instructions = [s.decode() if isinstance(s, bytes) else str(s) for s in f["instructions"][()]]
+                self.instructions = [
+                    s.decode() if isinstance(s, bytes) else str(s) for s in f["instructions"][()]
+                ]
         except OSError as err:
-            raise StoreError(f"{self.path}: not a readable HDF5 file ({err}); re-create it with `python extract.py`") from err
+            raise StoreError(
+                f"{self.path}: not a readable HDF5 file ({err}); re-create it with `python extract.py`"
+            ) from err
         if "action_stats" not in self.attrs:
-            raise StoreError(f"{self.path}: attribute `action_stats` is missing; re-create the store with `python extract.py`")
+            raise StoreError(
+                f"{self.path}: attribute `action_stats` is missing; re-create the store with `python extract.py`"
+            )
         self.action_stats = json.loads(self.attrs["action_stats"])
         self.backbone = str(self.attrs.get("backbone", "unknown"))
 
     @property
     def normalizer(self) -> ActionNormalizer:
-        return ActionNormalizer.from_dict(self.action_stats, source=f"{self.path}: attribute `action_stats`")
+        return ActionNormalizer.from_dict(
+            self.action_stats, source=f"{self.path}: attribute `action_stats`"
+        )
 
-    def load(self, keys: Sequence[str] = ("hidden", "actions", "episode", "step", "task_id")) -> dict[str, np.ndarray]:
+    def load(
+        self, keys: Sequence[str] = ("hidden", "actions", "episode", "step", "task_id")
+    ) -> dict[str, np.ndarray]:
         with h5py.File(self.path, "r") as f:
             out = {k: f[k][()] for k in keys}
         if "actions" in out and not np.isfinite(out["actions"]).all():
-            bad = int(np.flatnonzero(~np.isfinite(out["actions"]).reshape(len(out["actions"]), -1).all(1))[0])
-            raise StoreError(f"{self.path}: `actions` row {bad} has NaN or inf; fix the source demo and re-extract")
+            bad = int(
+                np.flatnonzero(
+                    ~np.isfinite(out["actions"]).reshape(len(out["actions"]), -1).all(1)
+                )[0]
+            )
+            raise StoreError(
+                f"{self.path}: `actions` row {bad} has NaN or inf; fix the source demo and re-extract"
+            )
         return out
 
     def __len__(self) -> int:

@@ -38,15 +38,23 @@ def record_key(record: dict) -> EpisodeKey:
     return (str(record["suite"]), int(record["task_id"]), int(record["trial"]))
 
 
-def plan_episodes(suite: str, task_ids: Sequence[int], trials: int, first_trial: int = 0) -> list[EpisodeSpec]:
+def plan_episodes(
+    suite: str, task_ids: Sequence[int], trials: int, first_trial: int = 0
+) -> list[EpisodeSpec]:
     """All episodes of an evaluation, task-major: ``[(t0, f), (t0, f+1), ..., (t1, f), ...]``.
 
     ``first_trial`` f > 0 starts from a later fixed initial state, e.g. to evaluate on initial
     states that the training demonstrations did not start from.
     """
     if trials < 1 or first_trial < 0:
-        raise ValueError(f"trials={trials}, env.first_trial={first_trial}: need trials >= 1 and first_trial >= 0")
-    return [EpisodeSpec(suite, int(t), trial) for t in task_ids for trial in range(first_trial, first_trial + trials)]
+        raise ValueError(
+            f"trials={trials}, env.first_trial={first_trial}: need trials >= 1 and first_trial >= 0"
+        )
+    return [
+        EpisodeSpec(suite, int(t), trial)
+        for t in task_ids
+        for trial in range(first_trial, first_trial + trials)
+    ]
 
 
 def shard_episodes(

@@ -33,12 +33,22 @@ def plot_summary(summary: dict, path: str | os.PathLike, title: str = "") -> Pat
     ax_acc.set_ylabel("share of chunks")
     names: list[str] = []  # every stage of every series, in first-seen order
     for stages in series.values():
-        names += [s for s, v in stages.items() if isinstance(v, dict) and v.get("p50") is not None and s not in names]
+        names += [
+            s
+            for s, v in stages.items()
+            if isinstance(v, dict) and v.get("p50") is not None and s not in names
+        ]
     width = 0.8 / max(1, len(series))
     for j, (name, stages) in enumerate(series.items()):
         values = [stages[s]["p50"] if s in stages else 0.0 for s in names]
         ax_lat.bar([i + j * width for i in range(len(names))], values, width=width, label=name)
-    ax_lat.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right", fontsize=8)
+    ax_lat.set_xticks(
+        [i + width * (len(series) - 1) / 2 for i in range(len(names))],
+        names,
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     ax_lat.set_title("latency p50 per stage (ms)")
     if len(series) > 1:
         ax_lat.legend(fontsize=8)

@@ -21,7 +21,10 @@ def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
     """Merge the offline and LIBERO summaries of each decoder into one flat row."""
     rows = []
     for name in decoders:
-        offline, libero = _load(work / f"offline_{name}" / "summary.json"), _load(work / f"libero_{name}" / "summary.json")
+        offline, libero = (
+            _load(work / f"offline_{name}" / "summary.json"),
+            _load(work / f"libero_{name}" / "summary.json"),
+        )
         # acceptance from the LIBERO rollouts (batch 1, the deployed setting); offline as a fallback
         source = libero if libero.get("acceptance_per_layer") else offline
         rows.append(
@@ -43,21 +46,50 @@ def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
 
 
 def render(rows: list[dict], timings: dict[str, float]) -> Table:
-    table = Table(title="rsdvla quickstart: LIBERO success (simulator's own check), decoder speed, acceptance")
-    for col in ("decoder", "success [95% CI]", "episodes", "speedup (LIBERO)", "speedup (offline)",
-                "accepted layers", "acceptance per drafted layer (LIBERO)", "action MSE (norm.)", "MSE vs main_only"):
+    table = Table(
+        title="rsdvla quickstart: LIBERO success (simulator's own check), decoder speed, acceptance"
+    )
+    for col in (
+        "decoder",
+        "success [95% CI]",
+        "episodes",
+        "speedup (LIBERO)",
+        "speedup (offline)",
+        "accepted layers",
+        "acceptance per drafted layer (LIBERO)",
+        "action MSE (norm.)",
+        "MSE vs main_only",
+    ):
         table.add_column(col)
     for r in rows:
         ci = r["success_ci95"]
-        success = "-" if r["success_rate"] is None else f"{r['success_rate']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
-        per_layer = " ".join(f"{a:.2f}" for a in r["acceptance_per_layer"]) if r["acceptance_per_layer"] else "-"
+        success = (
+            "-"
+            if r["success_rate"] is None
+            else f"{r['success_rate']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+        )
+        per_layer = (
+            " ".join(f"{a:.2f}" for a in r["acceptance_per_layer"])
+            if r["acceptance_per_layer"]
+            else "-"
+        )
         table.add_row(
-            r["decoder"], success, _fmt(r["episodes"], "d"), _fmt(r["libero_speedup"], ".2f") + "x",
-            _fmt(r["offline_speedup"], ".2f") + "x", _fmt(r["mean_accepted_layers"], ".2f"), per_layer,
-            _fmt(r["action_mse"], ".4f"), _fmt(r["action_mse_vs_main_only"], ".4f"),
+            r["decoder"],
+            success,
+            _fmt(r["episodes"], "d"),
+            _fmt(r["libero_speedup"], ".2f") + "x",
+            _fmt(r["offline_speedup"], ".2f") + "x",
+            _fmt(r["mean_accepted_layers"], ".2f"),
+            per_layer,
+            _fmt(r["action_mse"], ".4f"),
+            _fmt(r["action_mse_vs_main_only"], ".4f"),
         )
     spent = sum(timings.values())
-    table.caption = f"stage time this run: {spent / 60:.1f} min (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if v) + ")"
+    table.caption = (
+        f"stage time this run: {spent / 60:.1f} min ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if v)
+        + ")"
+    )
     return table
 
 

@@ -54,14 +54,22 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     device = resolve_device(cfg.get("device", "auto"))
     tokenizer = RFSQTokenizer.from_checkpoint(cfg.ckpt.tokenizer).to(device)
     main = MainModel.from_checkpoint(cfg.ckpt.main).to(device)
-    check_tokenizer_matches(tokenizer.config, main.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.main}: main")
+    check_tokenizer_matches(
+        tokenizer.config, main.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.main}: main"
+    )
     draft = None
     if decoder_needs_draft(cfg.decoder):
         draft = DraftModel.from_checkpoint(cfg.ckpt.draft).to(device)
-        check_tokenizer_matches(tokenizer.config, draft.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.draft}: draft")
+        check_tokenizer_matches(
+            tokenizer.config, draft.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.draft}: draft"
+        )
     if not main.action_stats:
-        raise CheckpointError(f"{cfg.ckpt.main}: field `hyper_parameters.action_stats` is missing; retrain with `python train.py model=main`")
-    normalizer = ActionNormalizer.from_dict(main.action_stats, source=f"{cfg.ckpt.main}: hyper_parameters.action_stats")
+        raise CheckpointError(
+            f"{cfg.ckpt.main}: field `hyper_parameters.action_stats` is missing; retrain with `python train.py model=main`"
+        )
+    normalizer = ActionNormalizer.from_dict(
+        main.action_stats, source=f"{cfg.ckpt.main}: hyper_parameters.action_stats"
+    )
     from rsdvla.decoding import MainOnlyDecoder
 
     decoder = instantiate(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)

@@ -45,7 +45,9 @@ class SelfAttention(nn.Module):
         if cache is not None:
             if cache.length > 0:
                 if s != 1:
-                    raise ValueError("a KV cache that already holds positions takes one new position at a time")
+                    raise ValueError(
+                        "a KV cache that already holds positions takes one new position at a time"
+                    )
                 is_causal = False  # one query attends to every earlier position
             k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
@@ -63,10 +65,15 @@ class Block(nn.Module):
         self.attn = SelfAttention(d_model, n_heads, dropout)
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout)
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
+            nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor, causal: bool = True, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, causal: bool = True, cache: KVCache | None = None
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), causal, cache)
         return x + self.mlp(self.ln2(x))
 
@@ -77,7 +84,9 @@ class LayerHeads(nn.Module):
     def __init__(self, num_layers: int, d_model: int, tokens: int, levels: int):
         super().__init__()
         self.tokens, self.levels = tokens, levels
-        self.weight = nn.Parameter(torch.randn(num_layers, d_model, tokens * levels) * d_model**-0.5)
+        self.weight = nn.Parameter(
+            torch.randn(num_layers, d_model, tokens * levels) * d_model**-0.5
+        )
         self.bias = nn.Parameter(torch.zeros(num_layers, tokens * levels))
 
     def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:

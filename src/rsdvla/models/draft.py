@@ -33,10 +33,14 @@ class DraftModel(nn.Module):
         super().__init__()
         cfg = DraftConfig(**{**(vars(config) if config else {}), **overrides})
         self.config = cfg
-        self.input_norm = InputStandardizer(cfg.hidden_dim)  # fixed statistics of the training split
+        self.input_norm = InputStandardizer(
+            cfg.hidden_dim
+        )  # fixed statistics of the training split
         self.proj = nn.Linear(cfg.hidden_dim, cfg.d_model)  # the trained H -> d projection
         self.queries = nn.Parameter(torch.randn(cfg.num_draft_layers, cfg.d_model) * 0.02)
-        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)
+        )
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.heads = LayerHeads(cfg.num_draft_layers, cfg.d_model, cfg.tokens_per_layer, cfg.levels)
 
@@ -48,7 +52,9 @@ class DraftModel(nn.Module):
         """
         from rsdvla.checkpoints import load_module
 
-        return load_module(cls, DraftConfig, path, kind="draft", prefix="model", map_location=map_location)
+        return load_module(
+            cls, DraftConfig, path, kind="draft", prefix="model", map_location=map_location
+        )
 
     @property
     def num_draft_layers(self) -> int:

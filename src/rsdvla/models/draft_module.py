@@ -17,7 +17,9 @@ from rsdvla.models.main import MainModel
 
 
 @torch.no_grad()
-def greedy_layers(main: MainModel, hidden: torch.Tensor, num_layers: int, batch_size: int = 4096) -> torch.Tensor:
+def greedy_layers(
+    main: MainModel, hidden: torch.Tensor, num_layers: int, batch_size: int = 4096
+) -> torch.Tensor:
     """Main's greedy codes for the first ``num_layers`` layers: ``hidden[N, H]`` -> ``uint8[N, num_layers, N_tok]``."""
     out = []
     for h in hidden.split(batch_size):

@@ -26,13 +26,20 @@ class CodeHeadModule(L.LightningModule):
         super().__init__()
         self.optimizer, self.scheduler = optimizer, scheduler
         self.acc = nn.ModuleDict(
-            {f"{stage}_acc": nn.ModuleList(MeanMetric() for _ in range(num_layers)) for stage in ("train", "val")}
+            {
+                f"{stage}_acc": nn.ModuleList(MeanMetric() for _ in range(num_layers))
+                for stage in ("train", "val")
+            }
         )
 
     def on_fit_start(self) -> None:
         """Fix the input standardization from the training split (a resumed run keeps its own)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.trainer.ckpt_path is None and datamodule is not None and datamodule.train_set is not None:
+        if (
+            self.trainer.ckpt_path is None
+            and datamodule is not None
+            and datamodule.train_set is not None
+        ):
             self.model.input_norm.set_statistics(datamodule.train_set.fields["hidden"])
 
     def logits(self, batch: dict) -> torch.Tensor:
@@ -52,7 +59,9 @@ class CodeHeadModule(L.LightningModule):
 
     def _log_accuracy(self, stage: str) -> None:
         for layer, metric in enumerate(self.acc[f"{stage}_acc"]):
-            self.log(f"{stage}/acc_L{layer}", metric.compute(), prog_bar=stage == "val" and layer < 3)
+            self.log(
+                f"{stage}/acc_L{layer}", metric.compute(), prog_bar=stage == "val" and layer < 3
+            )
             metric.reset()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -56,11 +56,15 @@ class MainModel(nn.Module):
         super().__init__()
         cfg = MainConfig(**{**(vars(config) if config else {}), **overrides})
         self.config = cfg
-        self.input_norm = InputStandardizer(cfg.hidden_dim)  # fixed statistics of the training split
+        self.input_norm = InputStandardizer(
+            cfg.hidden_dim
+        )  # fixed statistics of the training split
         self.ctx = nn.Linear(cfg.hidden_dim, cfg.d_model)
         self.embed = CodeEmbedding(cfg.tokens_per_layer, cfg.levels, cfg.d_model)
         self.pos = nn.Parameter(torch.zeros(cfg.num_code_layers, cfg.d_model))
-        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)
+        )
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.heads = LayerHeads(cfg.num_code_layers, cfg.d_model, cfg.tokens_per_layer, cfg.levels)
         nn.init.normal_(self.pos, std=0.02)
@@ -73,10 +77,14 @@ class MainModel(nn.Module):
         """
         from rsdvla.checkpoints import load_module
 
-        return load_module(cls, MainConfig, path, kind="main", prefix="model", map_location=map_location)
+        return load_module(
+            cls, MainConfig, path, kind="main", prefix="model", map_location=map_location
+        )
 
     # ------------------------------------------------------------------ shared pieces
-    def _inputs(self, h: torch.Tensor, prefix: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+    def _inputs(
+        self, h: torch.Tensor, prefix: torch.Tensor, ctx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``[ctx(h), e(prefix_0), ...]`` with positions: ``[B, 1 + P, d]`` (``ctx[B, 1, d]`` if precomputed)."""
         x = self.ctx(self.input_norm(h)).unsqueeze(1) if ctx is None else ctx
         if prefix.shape[1]:
@@ -92,7 +100,9 @@ class MainModel(nn.Module):
         cfg = self.config
         hd = cfg.d_model // cfg.n_heads
         like = self.pos.detach()
-        return [KVCache(h.shape[0], cfg.n_heads, cfg.num_code_layers, hd, like) for _ in self.blocks]
+        return [
+            KVCache(h.shape[0], cfg.n_heads, cfg.num_code_layers, hd, like) for _ in self.blocks
+        ]
 
     # ------------------------------------------------------------------ training
     def forward(self, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -127,7 +137,9 @@ class MainModel(nn.Module):
         """
         k = drafted.shape[1]
         if not 0 <= k < self.config.num_code_layers:
-            raise ValueError(f"drafted layers k must be in 0..{self.config.num_code_layers - 1}, got {k}")
+            raise ValueError(
+                f"drafted layers k must be in 0..{self.config.num_code_layers - 1}, got {k}"
+            )
         state = self.start(h) if return_state else None
         x = self._inputs(h, drafted, ctx=state.ctx if state else None)
         logits = self._run(x, first=0, caches=state.caches if state else None)

@@ -24,7 +24,9 @@ class CodeUsage(Metric):
         """``codes[..., L]``."""
         flat = codes.reshape(-1, codes.shape[-1])
         for layer in range(flat.shape[1]):
-            self.counts[layer] += torch.bincount(flat[:, layer], minlength=self.levels).to(self.counts)
+            self.counts[layer] += torch.bincount(flat[:, layer], minlength=self.levels).to(
+                self.counts
+            )
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.counts / self.counts.sum(1, keepdim=True).clamp_min(1)

@@ -53,7 +53,9 @@ class ResidualFSQ(nn.Module):
         half = (self.levels - 1) / 2
         step = 2.0 / (self.levels - 1)
         scales = self.scales.detach()
-        with torch.no_grad():  # in-place ops on preallocated buffers: no temporaries in the hot loop
+        with (
+            torch.no_grad()
+        ):  # in-place ops on preallocated buffers: no temporaries in the hot loop
             residual = z.detach().clone()
             codes = torch.empty(self.num_layers, *z.shape, dtype=torch.long, device=z.device)
             value = torch.empty_like(residual)

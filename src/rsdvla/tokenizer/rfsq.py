@@ -102,7 +102,14 @@ class RFSQTokenizer(nn.Module):
         """Load from a checkpoint written by ``python train.py model=tokenizer``."""
         from rsdvla.checkpoints import load_module
 
-        return load_module(cls, TokenizerConfig, path, kind="tokenizer", prefix="tokenizer", map_location=map_location)
+        return load_module(
+            cls,
+            TokenizerConfig,
+            path,
+            kind="tokenizer",
+            prefix="tokenizer",
+            map_location=map_location,
+        )
 
 
 def codes_to_layers(codes: torch.Tensor) -> torch.Tensor:
