@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -36,6 +37,15 @@ def write_synthetic_store(
         hidden = chunks.reshape(steps, -1) @ proj
         writer.append_episode(e, hidden, chunks, task_id=e % 2)
     return writer.finalize()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest (and steadiest on a shared machine) on one thread; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -27,13 +27,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 HIDDEN = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 def tiny_stack(

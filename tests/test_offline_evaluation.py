@@ -24,12 +24,7 @@ from rsdvla.tokenizer import RFSQTokenizer
 HIDDEN = 32  # conftest's synthetic store
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 def tiny_models(draft_k: int = 3):

@@ -7,7 +7,7 @@ import os
 import sys
 
 # Errors that carry a complete message (file, field, fix) for the user.
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+USER_ERRORS = (ValueError, OSError, RuntimeError, KeyError, ImportError)
 
 
 def one_line_errors(fn):

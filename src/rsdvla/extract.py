@@ -1,7 +1,7 @@
 """Extraction: run a backbone over every step of every LIBERO demo and write a hidden-state store.
 
 ``run(cfg)``:
-1. builds the backbone (``cfg.backbone`` via ``hydra.utils.instantiate``; openvla_oft fails here
+1. builds the backbone (``cfg.backbone`` via ``rsdvla.cli.build``; openvla_oft fails here
    on a machine without a GPU, before anything is read);
 2. indexes and validates the demos (only the observation keys the backbone needs);
 3. fits the action statistics over all demos;
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from rsdvla.backbones.base import Backbone
+from rsdvla.cli import build
 from rsdvla.data.libero_demos import Episode, LiberoDemoSet, action_chunks
 from rsdvla.data.store import HiddenStateStore, HiddenStateStoreWriter, StoreError, partial_path
 
@@ -50,16 +49,6 @@ def encode_episode(
         if progress is not None:
             progress.update(stop - start)
     return np.concatenate(parts, axis=0)
-
-
-def build_backbone(cfg_backbone) -> Backbone:
-    """Instantiate the backbone config; Hydra's wrapper is removed so its one-line error shows as is."""
-    try:
-        return instantiate(cfg_backbone)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, (ValueError, RuntimeError, OSError, ImportError)):
-            raise err.__cause__ from None
-        raise
 
 
 def _check_resume(writer: HiddenStateStoreWriter, stats: dict, sources: list[str]) -> None:
@@ -103,7 +92,7 @@ def run(cfg: DictConfig) -> dict:
         partial_path(out).unlink(missing_ok=True)
 
     started = time.perf_counter()
-    backbone = build_backbone(cfg.backbone)
+    backbone = build(cfg.backbone)  # openvla_oft without CUDA: its one-line error, unwrapped
     backbone.eval()
     demos = LiberoDemoSet(_demo_sources(cfg.demos), required_obs=backbone.required_obs)
     normalizer = demos.fit_normalizer()

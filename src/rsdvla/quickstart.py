@@ -8,7 +8,6 @@ itself resumes inside a stage). The final table reads each evaluation's ``summar
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -83,8 +82,9 @@ def run(cfg: DictConfig) -> dict:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     timings = {stage.name: run_stage(stage, work, cfg.force) for stage in plan(cfg)}
+    from rsdvla.evaluation.aggregate import write_json_atomic
     from rsdvla.evaluation.quickstart_report import report
 
     results = report(work, list(cfg.decoders), timings)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    write_json_atomic(work / "results.json", results)
     return results

@@ -315,7 +315,7 @@ def build_policy(cfg: DictConfig, stack, backbone):
 
 def run_libero(cfg: DictConfig, stack) -> dict:
     """``python evaluate.py env=libero``: settings (suite, task ids, shard) are checked before the backbone is built."""
-    from hydra.utils import instantiate
+    from rsdvla.cli import build
 
     runner = LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir)
     threads = cfg.env.get("torch_threads")
@@ -323,7 +323,7 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         torch.set_num_threads(
             int(threads)
         )  # small models next to MuJoCo: more threads only contend
-    backbone = instantiate(cfg.backbone)
+    backbone = build(cfg.backbone)
     policy = build_policy(cfg, stack, backbone)
     metadata = {
         "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),

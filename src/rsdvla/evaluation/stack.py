@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from rsdvla.checkpoints import CheckpointError, check_tokenizer_matches
+from rsdvla.cli import build
 from rsdvla.data.normalization import ActionNormalizer
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
@@ -72,6 +73,6 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     )
     from rsdvla.decoding import MainOnlyDecoder
 
-    decoder = instantiate(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
+    decoder = build(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
     baseline = MainOnlyDecoder(main=main, tokenizer=tokenizer)
     return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device)
