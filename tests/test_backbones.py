@@ -14,11 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rsdvla.backbones import OpenVLAOFTBackbone, StateBackbone, TinyVLABackbone
-from rsdvla.backbones.openvla_oft import auto_model_class, pool_prompt_hidden
+from rsdvla.backbones.openvla_oft import pool_prompt_hidden
 from rsdvla.backbones.preprocessing import (
     center_crop,
+    model_image,
     openvla_prompt,
-    prepare_libero_image,
+    policy_image,
     rotate_180,
 )
 from rsdvla.backbones.state import instruction_embedding
@@ -29,8 +30,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def batch_of(size: int, seed: int = 0, object_dim: int = 10) -> dict:
     rng = np.random.default_rng(seed)
     return {
-        "primary": rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
-        "wrist": rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
+        "primary": rng.integers(0, 256, (size, 224, 224, 3), dtype=np.uint8),  # policy images
+        "wrist": rng.integers(0, 256, (size, 224, 224, 3), dtype=np.uint8),
         "proprio": rng.normal(size=(size, 8)).astype(np.float32),
         "object_state": rng.normal(size=(size, object_dim)).astype(np.float32),
         "instruction": [f"pick up object {i}" for i in range(size)],
@@ -58,18 +59,16 @@ def test_rotate_180_on_fixed_image():
     assert rotated.flags["C_CONTIGUOUS"]
 
 
-def test_prepare_libero_image_rotates_and_resizes():
+def test_policy_image_rotates_and_resizes():
     image = np.zeros((32, 32, 3), np.uint8)
     image[:16] = (255, 0, 0)  # top red
     image[16:] = (0, 0, 255)  # bottom blue
-    out = prepare_libero_image(image)
+    out = policy_image(image)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     top, bottom = out[:100].reshape(-1, 3).mean(0), out[124:].reshape(-1, 3).mean(0)
     assert top[2] > 200 and top[0] < 50  # blue is on top after 180 degrees
     assert bottom[0] > 200 and bottom[2] < 50
-    np.testing.assert_array_equal(
-        prepare_libero_image(image, rotate=False, jpeg=False)[0, 0], (255, 0, 0)
-    )
+    np.testing.assert_array_equal(model_image(out), out)  # the backbone does not rotate again
 
 
 def test_center_crop_keeps_central_90_percent_of_area():
@@ -78,7 +77,7 @@ def test_center_crop_keeps_central_90_percent_of_area():
     cropped = center_crop(image)
     assert cropped.shape == (224, 224, 3)
     assert cropped.min() == 255  # the crop starts sqrt(0.9)-margin ~5.8 px in: the frame is gone
-    assert prepare_libero_image(image, rotate=False, jpeg=False, crop=False).min() == 0
+    assert model_image(image, crop=False).min() == 0
 
 
 # ---------------------------------------------------------------------------------- state
@@ -204,10 +203,6 @@ def test_openvla_oft_refuses_cpu_before_loading(monkeypatch):
         and "backbone=tiny" in message
         and "backbone=state" in message
     )
-
-
-def test_auto_model_class_exists_in_this_transformers():
-    assert hasattr(auto_model_class(), "from_pretrained")
 
 
 # ---------------------------------------------------------------------------------- configs

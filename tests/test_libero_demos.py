@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
+from rsdvla.backbones.preprocessing import policy_image
 from rsdvla.data.libero_demos import (
     DemoError,
     LiberoDemoSet,
     action_chunks,
     instruction_from_filename,
-    quat_to_axis_angle,
     resolve_demo_files,
     write_demo_file,
 )
@@ -117,8 +117,32 @@ def test_statistics_and_episode_arrays(tmp_path, rng):
     assert [e.episode for e in demos.episodes(skip={0})] == [1]
 
 
-def test_quat_to_axis_angle_identity_is_zero():
-    np.testing.assert_allclose(quat_to_axis_angle(np.array([0.0, 0.0, 0.0, 1.0])), np.zeros(3))
+def test_camera_frames_become_policy_images_rotated_once(tmp_path, rng):
+    demo = make_demo(2, rng, image=16)
+    demo["agentview_rgb"][:, :8] = (255, 0, 0)  # raw frame as rendered: red on top,
+    demo["agentview_rgb"][:, 8:] = (0, 0, 255)  # blue at the bottom (upside down)
+    write_demo_file(tmp_path / "t_demo.hdf5", [demo], "do it")
+    (episode,) = LiberoDemoSet(tmp_path, required_obs=("primary", "wrist")).episodes()
+
+    primary, wrist = episode.obs["primary"], episode.obs["wrist"]
+    assert primary.shape == wrist.shape == (2, 224, 224, 3) and primary.dtype == np.uint8
+    top, bottom = primary[0, :100].reshape(-1, 3).mean(0), primary[0, 124:].reshape(-1, 3).mean(0)
+    assert top[2] > 200 > top[0] and bottom[0] > 200 > bottom[2]  # rotated once: blue on top
+    for t in range(2):  # exactly the env wrapper's function, frame by frame
+        np.testing.assert_array_equal(wrist[t], policy_image(demo["eye_in_hand_rgb"][t]))
+    small = LiberoDemoSet(tmp_path, required_obs=("primary",), image_size=32)
+    assert next(small.episodes()).obs["primary"].shape == (2, 32, 32, 3)
+
+
+def test_camera_dataset_that_is_not_frames_names_file_and_key(tmp_path, rng):
+    demo = make_demo(3, rng)
+    demo["agentview_rgb"] = rng.normal(size=(3, 8, 8, 3))  # float, not uint8 frames
+    write_demo_file(tmp_path / "t_demo.hdf5", [demo], "do it")
+    demos = LiberoDemoSet(tmp_path, required_obs=("primary",))
+    with pytest.raises(
+        DemoError, match=r"t_demo\.hdf5: demo `demo_0` key `obs/agentview_rgb`.*uint8"
+    ):
+        next(demos.episodes())
 
 
 def test_missing_key_names_file_demo_key_and_fix(tmp_path, rng):

@@ -1,7 +1,7 @@
 """Backbones: observations -> hidden state ``[B, H]`` (see ``base.Backbone``).
 
 ``state`` (privileged low-dim state, CPU), ``tiny`` (seeded tiny VLM on OpenVLA's code path, CPU),
-``openvla_oft`` (OpenVLA-OFT 7B, GPU). transformers is imported only when a VLM is built.
+``openvla_oft`` (OpenVLA-OFT 7B: a GPU, or ``device=cpu`` slowly for checks). transformers is imported only when a VLM is built.
 """
 
 from rsdvla.backbones.base import Backbone

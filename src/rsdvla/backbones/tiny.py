@@ -142,7 +142,7 @@ class TinyVLABackbone(PrismaticVLABackbone):
     Args:
         hidden_dim, num_layers, num_heads: language model size.
         vision_dim, vision_layers, patch_size, image_size: ViT size (224 / 32 -> 49 patches per image).
-        use_wrist, center_crop, jpeg, pooling: as ``PrismaticVLABackbone``.
+        use_wrist, center_crop, pooling: as ``PrismaticVLABackbone``.
         seed: fixes all weights (built under ``torch.random.fork_rng``, global RNG untouched).
     """
 
@@ -157,7 +157,6 @@ class TinyVLABackbone(PrismaticVLABackbone):
         image_size: int = OPENVLA_IMAGE_SIZE,
         use_wrist: bool = True,
         center_crop: bool = False,
-        jpeg: bool = True,
         pooling: str = "last",
         seed: int = 0,
     ):
@@ -182,6 +181,5 @@ class TinyVLABackbone(PrismaticVLABackbone):
             image_size=image_size,
             use_wrist=use_wrist,
             center_crop=center_crop,
-            jpeg=jpeg,
             pooling=pooling,
         )

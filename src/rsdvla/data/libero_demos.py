@@ -16,10 +16,12 @@ Episodes are ordered deterministically: files sorted by path, demos numerically
 (demo_0, demo_1, demo_2, ..., demo_10), and get a global index in that order. Task ids index
 the table of distinct instructions in order of first appearance.
 
-Observation keys are named by what a backbone consumes (``Backbone.required_obs``):
-``primary`` -> ``agentview_rgb``, ``wrist`` -> ``eye_in_hand_rgb``,
-``proprio`` -> ``ee_pos + ee_ori + gripper_states`` ([T, 8], as OpenVLA-OFT's LIBERO state),
-``object_state`` -> ``object_state``.
+Observation keys are named by what a backbone consumes (``Backbone.required_obs``), with the
+camera names of ``rsdvla.backbones.preprocessing.CAMERAS``:
+``primary`` -> ``agentview_rgb``, ``wrist`` -> ``eye_in_hand_rgb`` (each frame through
+``policy_image``: rotated 180 degrees once, JPEG, Lanczos to ``image_size``, exactly as the env
+wrapper prepares a simulator frame), ``proprio`` -> ``ee_pos + ee_ori + gripper_states``
+([T, 8], as OpenVLA-OFT's LIBERO state), ``object_state`` -> ``object_state``.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rsdvla.backbones.preprocessing import CAMERAS, OPENVLA_IMAGE_SIZE, policy_images
 from rsdvla.data.normalization import ActionNormalizer
+from rsdvla.envs.conversions import quat2axisangle
 
 OBS_SOURCES: dict[str, tuple[str, ...]] = {
-    "primary": ("agentview_rgb",),
-    "wrist": ("eye_in_hand_rgb",),
+    **{name: (camera.demo_key,) for name, camera in CAMERAS.items()},
     "proprio": ("ee_pos", "ee_ori", "gripper_states"),
     "object_state": ("object_state",),
 }
@@ -71,7 +74,7 @@ class Episode:
     """One demonstration loaded into memory.
 
     ``actions`` [T, 7] float32 raw; ``obs`` maps requested keys to arrays with leading dim T
-    (``primary``/``wrist`` [T, h, w, 3] uint8, ``proprio`` [T, 8] float32,
+    (``primary``/``wrist`` [T, S, S, 3] uint8 policy images, ``proprio`` [T, 8] float32,
     ``object_state`` [T, S] float32).
     """
 
@@ -122,16 +125,6 @@ def action_chunks(actions: np.ndarray, chunk: int = 8) -> np.ndarray:
     steps = actions.shape[0]
     index = np.minimum(np.arange(steps)[:, None] + np.arange(chunk)[None, :], steps - 1)
     return actions[index]
-
-
-def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """Quaternions ``[..., 4]`` (x, y, z, w as robosuite stores them) -> axis-angle ``[..., 3]``."""
-    quat = np.asarray(quat, dtype=np.float64)
-    w = np.clip(quat[..., 3], -1.0, 1.0)
-    den = np.sqrt(np.maximum(1.0 - w * w, 0.0))
-    angle = 2.0 * np.arccos(w)
-    scale = np.where(den > 1e-8, angle / np.where(den > 1e-8, den, 1.0), 0.0)
-    return quat[..., :3] * scale[..., None]
 
 
 def resolve_demo_files(demos: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -189,15 +182,19 @@ class LiberoDemoSet:
         demos: a directory of HDF5 files, one file, or a list of either.
         required_obs: observation keys (``primary``, ``wrist``, ``proprio``, ``object_state``)
             every demo must provide; checked at construction (shapes only, no pixels read).
+        image_size: side of the policy images that camera frames are turned into (224).
     """
 
-    def __init__(self, demos, required_obs: Sequence[str] = ()):
+    def __init__(
+        self, demos, required_obs: Sequence[str] = (), image_size: int = OPENVLA_IMAGE_SIZE
+    ):
         unknown = [k for k in required_obs if k not in OBS_SOURCES]
         if unknown:
             raise ValueError(
                 f"required_obs: unknown key(s) {unknown}; choose from {sorted(OBS_SOURCES)}"
             )
         self.required_obs = tuple(required_obs)
+        self.image_size = int(image_size)
         self.files = resolve_demo_files(demos)
         self.instructions: list[str] = []
         self.demos: list[DemoRef] = []
@@ -326,7 +323,10 @@ class LiberoDemoSet:
             else:
                 (key,) = OBS_SOURCES[obs_key]
                 value = self._read(f, ref, f"obs/{key}")
-                obs[obs_key] = value if value.dtype == np.uint8 else value.astype(np.float32)
+                if obs_key in CAMERAS:
+                    obs[obs_key] = self._policy_images(value, ref, key)
+                else:
+                    obs[obs_key] = value.astype(np.float32)
             if obs[obs_key].shape[0] != len(actions):
                 raise DemoError(
                     f"{ref.path}: demo `{ref.demo}` observation `{obs_key}` has {obs[obs_key].shape[0]} steps but "
@@ -334,13 +334,22 @@ class LiberoDemoSet:
                 )
         return Episode(ref, actions, obs)
 
+    def _policy_images(self, frames: np.ndarray, ref: DemoRef, key: str) -> np.ndarray:
+        """Raw frames ``[T, h, w, 3]`` uint8 as stored -> policy images ``[T, S, S, 3]`` uint8."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise DemoError(
+                f"{ref.path}: demo `{ref.demo}` key `obs/{key}` has shape {frames.shape} dtype "
+                f"{frames.dtype}, expected [T, h, w, 3] uint8 camera frames; {_FIX_RERENDER}"
+            )
+        return policy_images(frames, self.image_size)
+
     def _proprio(self, f: h5py.File, ref: DemoRef) -> np.ndarray:
         """``[T, 8]``: eef position (3), eef axis-angle (3), gripper joint positions (2)."""
         pos = self._read(f, ref, "obs/ee_pos")
         ori = self._read(f, ref, "obs/ee_ori")
         grip = self._read(f, ref, "obs/gripper_states")
         if ori.shape[-1] == 4:
-            ori = quat_to_axis_angle(ori)
+            ori = quat2axisangle(ori)
         parts = {"ee_pos": (pos, 3), "ee_ori": (ori, 3), "gripper_states": (grip, 2)}
         for key, (value, width) in parts.items():
             if value.ndim != 2 or value.shape[1] != width:

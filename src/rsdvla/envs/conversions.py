@@ -1,13 +1,12 @@
 """Observation and action conversions for LIBERO, as OpenVLA-OFT's LIBERO evaluation does them.
 
-Pure numpy (PIL only to resize images): no simulator needed, unit-tested on hand-computed values.
+Pure numpy: no simulator needed, unit-tested on hand-computed values.
 Conventions: quaternions are robosuite's `(x, y, z, w)`; actions are `[7]` =
 `dx dy dz drx dry drz gripper` with gripper -1 = open, +1 = close (LIBERO's convention).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,34 +19,24 @@ OBJECT_POSE_DIM = 7
 
 
 def quat2axisangle(quat_xyzw: np.ndarray) -> np.ndarray:
-    """Quaternion `(x, y, z, w)` [4] -> axis-angle exponential coordinates [3] (radians).
+    """Quaternions `(x, y, z, w)` `[..., 4]` -> axis-angle exponential coordinates `[..., 3]` (radians).
 
-    Same as robosuite's `transform_utils.quat2axisangle`, which OpenVLA-OFT copies: `w` is clipped
-    to [-1, 1], a (near) zero rotation gives zeros, and the quaternion is *not* sign-canonicalized
-    (q and -q give axis-angles of norm theta and 2*pi - theta). Unlike robosuite it never modifies
-    its input.
+    The one conversion of the project (env observations, demo files, expert recordings). Same as
+    robosuite's `transform_utils.quat2axisangle`, which OpenVLA-OFT copies
+    (`experiments/robot/libero/libero_utils.py`): `w` is clipped to [-1, 1]; a rotation whose
+    `sqrt(1 - w^2)` is exactly 0 (`math.isclose(den, 0.0)` with its default tolerances) gives
+    zeros; the quaternion is *not* sign-canonicalized (q and -q give axis-angles of norm theta
+    and 2*pi - theta, the same rotation). Unlike robosuite it works on batches and never
+    modifies its input.
     """
     quat = np.asarray(quat_xyzw, dtype=np.float64)
-    w = float(np.clip(quat[3], -1.0, 1.0))
-    den = math.sqrt(1.0 - w * w)
-    if math.isclose(den, 0.0):
-        return np.zeros(3)
-    return quat[:3] * 2.0 * math.acos(w) / den
-
-
-def preprocess_image(img: np.ndarray, size: int) -> np.ndarray:
-    """Camera image [H, W, 3] uint8 -> [size, size, 3] uint8, rotated 180 degrees then resized.
-
-    The rotation (`img[::-1, ::-1]`) undoes robosuite's upside-down offscreen render, as OpenVLA-OFT
-    and LIBERO's regenerated datasets do. Resizing (Lanczos, PIL) is skipped when the image already
-    has the requested size, which is the case when the env renders at `camera_size`.
-    """
-    rotated = np.ascontiguousarray(np.asarray(img)[::-1, ::-1])
-    if rotated.shape[0] == size and rotated.shape[1] == size:
-        return rotated
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rotated).resize((size, size), Image.Resampling.LANCZOS))
+    if quat.shape[-1:] != (4,):
+        raise ValueError(f"quat2axisangle: expected quaternions [..., 4], got shape {quat.shape}")
+    w = np.clip(quat[..., 3], -1.0, 1.0)
+    den = np.sqrt(1.0 - w * w)
+    zero = den == 0.0  # math.isclose(den, 0.0): rel_tol only, abs_tol 0 -> exactly zero
+    scale = np.where(zero, 0.0, 2.0 * np.arccos(w) / np.where(zero, 1.0, den))
+    return quat[..., :3] * scale[..., None]
 
 
 def ee_ori(obs: Mapping[str, np.ndarray]) -> np.ndarray:

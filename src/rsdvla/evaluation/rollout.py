@@ -14,23 +14,18 @@ from typing import Any
 
 import numpy as np
 
+from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.evaluation.episodes import EpisodeSpec
 
-OBS_TO_BATCH = {
-    "agentview": "primary",
-    "wrist": "wrist",
-    "proprio": "proprio",
-    "object_state": "object_state",
-}
-"""Env observation key -> backbone batch key (``rsdvla.backbones.base``)."""
+POLICY_KEYS = (*CAMERAS, "proprio", "object_state")
+"""Observation keys a policy reads; the env wrapper, demo reader and backbones share these names."""
 
 
 def policy_observation(obs: Mapping[str, Any], instruction: str) -> dict[str, Any]:
-    """Env observation -> one unbatched backbone sample (``primary``/``wrist`` images, ``proprio [8]``,
-    ``object_state [S]``, ``instruction``), keeping only the keys the env produced."""
-    sample: dict[str, Any] = {
-        batch_key: obs[env_key] for env_key, batch_key in OBS_TO_BATCH.items() if env_key in obs
-    }
+    """Env observation -> one unbatched backbone sample: ``primary``/``wrist`` policy images
+    ``[224, 224, 3]`` uint8 (already through ``policy_image``), ``proprio [8]``,
+    ``object_state [S]``, ``instruction``; keeps only the keys the env produced."""
+    sample: dict[str, Any] = {key: obs[key] for key in POLICY_KEYS if key in obs}
     sample["instruction"] = instruction
     return sample
 
@@ -57,7 +52,7 @@ def run_episode(
 ) -> dict[str, Any]:
     """Run ``spec`` until success or ``max_steps`` policy steps; returns its episode record.
 
-    ``frames``: when a list, the ``agentview`` image of every step is appended (for videos).
+    ``frames``: when a list, the ``primary`` policy image of every step is appended (for videos).
     """
     start = time.perf_counter()
     init_state_index = spec.trial % env.num_initial_states
@@ -65,8 +60,8 @@ def run_episode(
     policy.reset()
     success, steps = False, 0
     while steps < max_steps:
-        if frames is not None and "agentview" in obs:
-            frames.append(np.asarray(obs["agentview"]))
+        if frames is not None and "primary" in obs:
+            frames.append(np.asarray(obs["primary"]))
         action = policy.select_action(policy_observation(obs, env.instruction))
         obs, done, _ = env.step(action)
         steps += 1
