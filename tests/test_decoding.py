@@ -14,13 +14,16 @@ from torch import nn
 
 from rsdvla.decoding import (
     ActionDistanceAcceptance,
+    AdaptiveDepthDecoder,
     AgreementAcceptance,
+    CorrectedAgreementAcceptance,
+    DraftOnlyDecoder,
     ExactAcceptance,
     MainOnlyDecoder,
     SamplingAcceptance,
     SpeculativeDecoder,
 )
-from rsdvla.models import DraftModel, MainModel
+from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -345,3 +348,238 @@ def test_decoder_configs_instantiate(overrides, expected):
     if expected is ActionDistanceAcceptance:
         assert decoder.k == 2
     assert decoder(torch.randn(2, HIDDEN)).codes.shape == (2, 2, 4, 8)
+
+
+# ------------------------------------------------------------------------------------ corrected agreement
+
+
+def test_corrected_agreement_keeps_mains_tokens_and_only_conditioning_differs():
+    main, _, tokenizer = tiny_stack()
+    h = torch.randn(4, HIDDEN)
+    scripted = ScriptedDraft(main, tokenizer, k=3)
+    scripted.wrong_share = 0.25  # 2 of 8 tokens of every drafted layer differ from main's argmax
+    drafted = scripted(h).argmax(-1)
+    out = SpeculativeDecoder(main, scripted, tokenizer, CorrectedAgreementAcceptance(0.0))(h)
+    assert out.stats.accepted_layers.tolist() == [3] * 4
+    verify_choice = main.verify(h, drafted).argmax(
+        -1
+    )  # [B, 4, N], conditioned on the drafted layers
+    layers = codes_to_layers(out.codes)
+    # every accepted layer and the bonus layer are main's verify argmax, not the drafted tokens
+    assert torch.equal(layers[:, :4], verify_choice)
+    assert not torch.equal(layers[:, :3], drafted)
+    # layer 0 has no drafted conditioning: it is main-only's layer 0 exactly
+    reference = codes_to_layers(MainOnlyDecoder(main, tokenizer)(h).codes)
+    assert torch.equal(layers[:, 0], reference[:, 0])
+    # plain agreement keeps the drafted tokens instead
+    kept = SpeculativeDecoder(main, scripted, tokenizer, AgreementAcceptance(0.0))(h)
+    assert torch.equal(codes_to_layers(kept.codes)[:, :3], drafted)
+
+
+def test_corrected_agreement_below_threshold_and_per_layer_thresholds():
+    main, _, tokenizer = tiny_stack()
+    h = torch.randn(3, HIDDEN)
+    scripted = ScriptedDraft(main, tokenizer, k=3)
+    scripted.wrong_share = 0.25  # agreement 0.75 on every layer
+    reference = MainOnlyDecoder(main, tokenizer)(h)
+    rejected = SpeculativeDecoder(main, scripted, tokenizer, CorrectedAgreementAcceptance(0.8))(h)
+    assert rejected.stats.accepted_layers.tolist() == [0] * 3
+    assert torch.equal(rejected.codes, reference.codes)
+    # per layer: L0 needs 0.5, L1 0.9 -> only L0 accepted
+    rule = CorrectedAgreementAcceptance([0.5, 0.9, 0.1])
+    assert (
+        SpeculativeDecoder(main, scripted, tokenizer, rule)(h).stats.accepted_layers.tolist()
+        == [1] * 3
+    )
+    with pytest.raises(ValueError, match="per-layer values"):
+        SpeculativeDecoder(main, scripted, tokenizer, CorrectedAgreementAcceptance([0.5, 0.5]))(h)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, [0.5, 2.0], [], "high"])
+def test_threshold_outside_unit_interval_is_one_line(bad):
+    for rule in (AgreementAcceptance, CorrectedAgreementAcceptance):
+        with pytest.raises(ValueError, match=r"decoder\.acceptance\.threshold") as err:
+            rule(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_exact_stays_bit_identical_with_a_context_draft():
+    main, _, tokenizer = tiny_stack()
+    ctx_draft = ContextDraft(context_dim=32, num_draft_layers=3, tokens_per_layer=8).eval()
+    h = torch.randn(6, HIDDEN)
+    out = SpeculativeDecoder(main, ctx_draft, tokenizer, ExactAcceptance())(h)
+    assert torch.equal(out.codes, MainOnlyDecoder(main, tokenizer)(h).codes)
+    # the context draft reads main's context state, never h
+    with torch.no_grad():
+        expected = ctx_draft(main.context(h)).argmax(-1)
+    only = DraftOnlyDecoder(main, ctx_draft, tokenizer)(h)
+    assert torch.equal(codes_to_layers(only.codes), expected)
+
+
+def test_context_draft_of_another_width_fails_early():
+    main, _, tokenizer = tiny_stack()
+    wrong = ContextDraft(context_dim=64, num_draft_layers=3, tokens_per_layer=8)
+    with pytest.raises(ValueError, match=r"d_model is 32.*ckpt\.draft"):
+        SpeculativeDecoder(main, wrong, tokenizer)
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+
+@pytest.mark.parametrize("depth", [1, 3, 8])
+def test_main_only_at_depth_m_decodes_the_prefix(depth):
+    main, _, tokenizer = tiny_stack()
+    h = torch.randn(4, HIDDEN)
+    full = MainOnlyDecoder(main, tokenizer)(h)
+    out = MainOnlyDecoder(main, tokenizer, depth=depth)(h)
+    assert out.codes.shape[-1] == depth and out.stats.num_main_steps == depth
+    assert torch.equal(out.codes, full.codes[..., :depth])  # greedy prefix = full run's prefix
+    torch.testing.assert_close(
+        out.actions, tokenizer.decode(full.codes, num_layers=depth), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("depth", [0, 9, -1, 2.5, True])
+def test_depth_outside_1_to_L_is_one_line(depth):
+    main, _, tokenizer = tiny_stack()
+    with pytest.raises(ValueError, match=r"decoder\.depth=.* in 1\.\.8") as err:
+        MainOnlyDecoder(main, tokenizer, depth=depth)
+    assert "\n" not in str(err.value)
+
+
+def test_adaptive_depth_stops_where_a_layer_no_longer_moves_the_action():
+    main, _, tokenizer = tiny_stack()
+    h = torch.randn(5, HIDDEN)
+    full = MainOnlyDecoder(main, tokenizer)(h)
+    prefix = [tokenizer.decode(full.codes, num_layers=m) for m in range(1, 9)]
+    change = torch.stack(
+        [(prefix[m] - prefix[m - 1]).flatten(1).abs().amax(1) for m in range(1, 8)], 1
+    )  # [B, 7]: change made by layer m = 1..7
+    epsilon = float(change.median())
+    out = AdaptiveDepthDecoder(main, tokenizer, epsilon=epsilon)(h)
+    for b in range(5):
+        below = (change[b] <= epsilon).nonzero()
+        expected = int(below[0]) + 2 if len(below) else 8  # stops after the first small layer
+        assert int(out.stats.decoded_layers[b]) == expected
+        torch.testing.assert_close(out.actions[b], prefix[expected - 1][b])
+    assert out.stats.num_main_steps == int(out.stats.decoded_layers.max())
+    never = AdaptiveDepthDecoder(main, tokenizer, epsilon=0.0)(h)
+    assert never.stats.decoded_layers.tolist() == [8] * 5
+    torch.testing.assert_close(never.actions, full.actions)
+    with pytest.raises(ValueError, match=r"decoder\.epsilon"):
+        AdaptiveDepthDecoder(main, tokenizer, epsilon=-1)
+    with pytest.raises(ValueError, match=r"decoder\.min_depth"):
+        AdaptiveDepthDecoder(main, tokenizer, min_depth=9)
+
+
+def test_draft_only_decodes_the_drafts_prefix_without_main_steps():
+    main, draft, tokenizer = tiny_stack(draft_k=3)
+    h = torch.randn(4, HIDDEN)
+    out = DraftOnlyDecoder(main, draft, tokenizer)(h)
+    drafted = draft.propose(h)
+    assert torch.equal(codes_to_layers(out.codes), drafted)
+    torch.testing.assert_close(out.actions, tokenizer.decode(out.codes, num_layers=3))
+    assert out.stats.num_main_steps == 0 and not out.stats.speculated
+
+
+# ------------------------------------------------------------------------------------ overhead
+
+
+class HostReads:
+    """Counts reads of tensor values by the host (item/int/bool and tolist/numpy/cpu calls)."""
+
+    def __init__(self, monkeypatch):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.count = 0
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    outer.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        for name in ("tolist", "numpy", "cpu"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *a, _original=original, **kw):
+                outer.count += 1
+                return _original(tensor, *a, **kw)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_one_host_read_per_rsd_call_and_none_on_main_only(monkeypatch):
+    main, draft, tokenizer = tiny_stack(draft_k=3)
+    ctx_draft = ContextDraft(context_dim=32, num_draft_layers=3, tokens_per_layer=8).eval()
+    h = torch.randn(3, HIDDEN)
+    decoders = {
+        "main_only": (MainOnlyDecoder(main, tokenizer), 0),
+        "main_only depth 3": (MainOnlyDecoder(main, tokenizer, depth=3), 0),
+        "draft_only": (DraftOnlyDecoder(main, draft, tokenizer), 0),
+        "rsd exact": (SpeculativeDecoder(main, draft, tokenizer), 1),
+        "rsd corrected, context draft": (
+            SpeculativeDecoder(main, ctx_draft, tokenizer, CorrectedAgreementAcceptance(0.5)),
+            1,
+        ),
+    }
+    for name, (decoder, expected) in decoders.items():
+        decoder(h)  # warm
+        with HostReads(monkeypatch) as reads:
+            decoder(h)
+        assert reads.count == expected, f"{name}: {reads.count} host reads"
+        monkeypatch.undo()
+
+
+def test_compile_unavailable_falls_back_in_one_line(monkeypatch, caplog):
+    main, draft, tokenizer = tiny_stack(draft_k=3)
+    h = torch.randn(2, HIDDEN)
+    reference = MainOnlyDecoder(main, tokenizer)(h).codes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING"):
+        decoder = SpeculativeDecoder(main, draft, tokenizer, compile=True)
+    assert decoder.compiled is False
+    (record,) = [r for r in caplog.records if "decoder.compile" in r.getMessage()]
+    assert "runs eager" in record.getMessage() and "\n" not in record.getMessage()
+    assert torch.equal(decoder(h).codes, reference)  # eager, still main-only's codes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_syncs_on_a_gpu_one_for_rsd_none_for_main_only():
+    """CUDA's own sync detector: main-only never waits for the GPU; RSD waits once (min/max accepted)."""
+    main, draft, tokenizer = (m.cuda() for m in tiny_stack(draft_k=3))
+    h = torch.randn(2, HIDDEN, device="cuda")
+    main_only = MainOnlyDecoder(main, tokenizer)
+    rsd = SpeculativeDecoder(main, draft, tokenizer, CorrectedAgreementAcceptance(0.5))
+    main_only(h), rsd(h)  # warm
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        main_only(h)  # raises on any synchronizing call
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    import warnings
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rsd(h)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) == 1, [str(w.message) for w in syncs]

@@ -119,7 +119,11 @@ def test_run_offline_exact_rsd_agrees_with_main_only(synthetic_store, tmp_path):
         "total",
     }
     assert summary["latency_ms"]["main_only"]["verify"]["p50"] == 0.0
-    assert summary["speedup"] > 0 and summary["action_mse"] > 0
+    latency = summary["latency_ms"]
+    assert summary["speedup"] == pytest.approx(
+        latency["main_only"]["total"]["p50"] / latency["decoder"]["total"]["p50"]
+    )
+    assert summary["action_mse"] > 0  # untrained models: far from the ground truth
 
 
 def test_run_offline_reports_acceptance_and_difference_from_main_only(synthetic_store, tmp_path):
@@ -184,7 +188,15 @@ def test_sweep_collects_overrides_and_metrics(tmp_path):
     assert [float(r["speedup"]) for r in rows] == pytest.approx([1.5, 1.3, 1.1])
     assert "latency_ms" not in rows[0] and rows[0]["decoder/acceptance"] == "agreement"
     assert sweep.setting_labels(sweep.collect(tmp_path))[0] == "decoder.acceptance.threshold=0.5"
-    assert png_path.exists() and png_path.read_bytes()[:4] == b"\x89PNG"
+    shown = sweep.plot(sweep.collect(tmp_path), tmp_path / "again.png")
+    assert list(shown) == ["action_mse"]  # no success_rate in these summaries: one panel
+    assert [(x, round(y, 6)) for x, y, _ in shown["action_mse"]] == [
+        (1.5, 0.01),
+        (1.3, 0.005),
+        (1.1, round(0.01 / 3, 6)),
+    ]
+    assert shown["action_mse"][0][2] == "decoder.acceptance.threshold=0.5"
+    assert png_path.stat().st_size > 5_000
 
 
 def test_sweep_plots_success_rate_when_present(tmp_path):
@@ -197,3 +209,59 @@ def test_sweep_plots_success_rate_when_present(tmp_path):
         sweep.collect(tmp_path / "0" / ".hydra")
     with pytest.raises(SystemExit):
         sweep.main([str(tmp_path / "0" / ".hydra")])
+
+
+# ------------------------------------------------------------------------------------ acceptance counting
+
+
+def test_libero_policy_and_offline_count_acceptance_the_same_way():
+    """Calls that did not speculate (skip_below fallback) are no rejections in either path."""
+    from rsdvla.decoding import DecodeResult, DecodeStats
+    from rsdvla.evaluation.aggregate import acceptance_block
+    from rsdvla.evaluation.offline import SideBySide
+    from rsdvla.evaluation.rollout import _chunk_fields
+    from rsdvla.policy import ChunkStats, read_decode_stats
+
+    def result(accepted: list[int], speculated: bool) -> DecodeResult:
+        acc = torch.tensor(accepted)
+        stats = DecodeStats(
+            accepted_layers=acc,
+            layer_accepted=torch.arange(3) < acc[:, None],
+            token_agreement=torch.ones(len(acc), 3),
+            num_main_steps=5,
+            speculated=speculated,
+            seconds={"draft": 0.0, "verify": 0.0, "main_steps": 0.001, "detokenize": 0.0},
+        )
+        return DecodeResult(
+            torch.zeros(len(acc), 2, 1, 8, dtype=torch.long), torch.zeros(len(acc), 2, 7), stats
+        )
+
+    # speculated calls accept 3 and 1 layers; the fallback call (speculated=False) reports 0
+    calls = [result([3], True), result([0], False), result([1], True)]
+    chunk_log = [ChunkStats(*read_decode_stats(r, 3)[:2]) for r in calls]
+    libero = acceptance_block([_chunk_fields(chunk_log)])
+    side = SideBySide()
+    for r in calls:
+        side.add(r, r, torch.zeros(1, 2, 7), None, {"decoder": 1.0, "main_only": 1.0})
+    offline = side.summary()
+    assert libero["mean_accepted_layers"] == pytest.approx(2.0)  # (3 + 1) / 2, not / 3
+    assert offline["mean_accepted_layers"] == pytest.approx(libero["mean_accepted_layers"])
+    assert libero["acceptance_per_layer"] == pytest.approx([1.0, 0.5, 0.5])
+    assert offline["acceptance_per_layer"] == pytest.approx(libero["acceptance_per_layer"])
+    assert offline["speculated_share"] == pytest.approx(2 / 3)
+
+
+def test_offline_compares_truncated_depth_with_main_only(synthetic_store, tmp_path):
+    main, draft, tokenizer = tiny_models()
+    store = HiddenStateStore(synthetic_store)
+    stack = SimpleNamespace(
+        main=main,
+        tokenizer=tokenizer,
+        normalizer=store.normalizer,
+        decoder=MainOnlyDecoder(main, tokenizer, depth=3),
+    )
+    summary = run_offline(offline_cfg(synthetic_store, tmp_path, max_batches=2), stack)
+    assert summary["mean_decoded_layers"] == 3.0 and summary["mean_main_steps"] == 3
+    # the 3 decoded layers are main-only's own: 3 of 8 layers' tokens agree, no chunk is whole
+    assert summary["token_agreement"] == pytest.approx(3 / 8) and summary["chunk_agreement"] == 0
+    assert summary["action_mse_vs_main_only"] > 0

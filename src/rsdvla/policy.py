@@ -17,7 +17,6 @@ convention (gripper in [0, 1], 1 = open): ``sign(2 * g - 1)``, then flip the sig
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rsdvla.decoding.stats import speculated_acceptance, synchronize, timed_call
 from rsdvla.envs.conversions import (
     binarize_gripper,
     invert_gripper_action,
@@ -95,21 +95,22 @@ def read_decode_stats(
     per-layer acceptance ``[k]`` = share of the B samples that accepted drafted layer j,
     seconds per decoder stage).
 
-    Reads ``accepted_layers`` (``[B]``), ``layer_accepted`` (``[B, k]`` bool) and ``seconds``
-    (``stage -> s``). Without ``layer_accepted`` the per-layer acceptance follows from the prefix
-    lengths (layer j accepted iff ``accepted > j``) when ``num_draft_layers`` is known.
-    A main-only decoder reports ``k = 0``: per-layer acceptance None.
+    Acceptance is read through :func:`rsdvla.decoding.stats.speculated_acceptance`, the same
+    function the offline evaluation uses: a call that drafted nothing (main-only, or RSD's
+    ``skip_below`` fallback) gives ``(None, None)``, never a rejection. Without ``layer_accepted``
+    the per-layer acceptance follows from the prefix lengths (layer j accepted iff
+    ``accepted > j``) when ``num_draft_layers`` is known.
     """
     stats = getattr(result, "stats", None)
     if stats is None:
         return None, None, {}
-    accepted = _as_list(getattr(stats, "accepted_layers", None))
+    accepted_t, flags_t = speculated_acceptance(stats)
+    accepted = _as_list(accepted_t)
     if accepted is not None:
         accepted = [int(a) for a in np.ravel(accepted)]
-    layer_accepted = getattr(stats, "layer_accepted", None)
     per_layer = None
-    if layer_accepted is not None:
-        flags = np.asarray(_as_list(layer_accepted), dtype=np.float64)
+    if flags_t is not None:
+        flags = np.asarray(_as_list(flags_t), dtype=np.float64)
         per_layer = flags.mean(0).tolist() if flags.ndim == 2 and flags.shape[1] else None
     elif accepted is not None and num_draft_layers:
         per_layer = [
@@ -117,20 +118,6 @@ def read_decode_stats(
         ]
     seconds = getattr(stats, "seconds", None) or {}
     return accepted, per_layer, {str(stage): float(s) for stage, s in seconds.items()}
-
-
-def _synchronize() -> None:
-    """Wait for queued GPU work so wall times measure it (no-op on a CPU)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def _timed(fn, *args) -> tuple[Any, float]:
-    _synchronize()
-    start = time.perf_counter()
-    out = fn(*args)
-    _synchronize()
-    return out, time.perf_counter() - start
 
 
 class RSDPolicy:
@@ -182,10 +169,21 @@ class RSDPolicy:
         self._queue.clear()
         self.chunk_log = []
 
+    def seed_episode(self, episode_seed: int) -> None:
+        """Re-seed the decoders' private generators (and RSD's ``skip_below`` state) for one episode.
+
+        ``episode_seed`` comes from the evaluation seed and the episode's identity (task, trial), so
+        an episode's actions do not depend on which episodes ran before it in the process: a
+        resumed evaluation equals an uninterrupted one.
+        """
+        for decoder in (self.decoder, self.baseline):
+            if hasattr(decoder, "reseed"):
+                decoder.reseed(int(episode_seed))
+
     @torch.inference_mode()
     def predict_action_chunk(self, obs_batch: Mapping[str, Any]) -> np.ndarray:
         """Observations of B samples (backbone batch format) -> env-ready actions ``[B, chunk_size, 7]``."""
-        h, backbone_s = _timed(self.backbone.encode, obs_batch)
+        h, backbone_s = timed_call(self.backbone.encode, obs_batch)
         if self.device is not None:
             h = h.to(self.device)
         result, decode_s, baseline_s = self._decode(h)
@@ -217,14 +215,14 @@ class RSDPolicy:
         """Decode ``h`` with the decoder (and the baseline, alternating which runs first)."""
         self._calls += 1
         if self.baseline is None:
-            result, decode_s = _timed(self.decoder, h)
+            result, decode_s = timed_call(self.decoder, h)
             return result, decode_s, None
         if self._calls % 2:
-            result, decode_s = _timed(self.decoder, h)
-            _, baseline_s = _timed(self.baseline, h)
+            result, decode_s = timed_call(self.decoder, h)
+            _, baseline_s = timed_call(self.baseline, h)
         else:
-            _, baseline_s = _timed(self.baseline, h)
-            result, decode_s = _timed(self.decoder, h)
+            _, baseline_s = timed_call(self.baseline, h)
+            result, decode_s = timed_call(self.decoder, h)
         return result, decode_s, baseline_s
 
     @torch.inference_mode()
@@ -241,7 +239,7 @@ class RSDPolicy:
             self.decoder(h)
             if self.baseline is not None:
                 self.baseline(h)
-        _synchronize()
+        synchronize()
 
     def select_action(self, obs: Mapping[str, Any]) -> np.ndarray:
         """One observation (unbatched, with ``instruction``) -> the next action ``[7]``.

@@ -1,31 +1,40 @@
-"""Decoders over the residual depth: main-only baseline and residual speculative decoding (DESIGN 2.4).
+"""Decoders over the residual depth (DESIGN 2.4): main-only (full or truncated depth), adaptive depth,
+draft-only, and residual speculative decoding.
 
-Both are callables ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``
-built from config with ``hydra.utils.instantiate(cfg.decoder, main=..., draft=..., tokenizer=...)``.
+Each is a callable ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, L'], actions[B, T, A], stats)``
+built from config with ``rsdvla.cli.build(cfg.decoder, main=..., draft=..., tokenizer=...)``.
 """
 
 from rsdvla.decoding.acceptance import (
     AcceptanceRule,
     ActionDistanceAcceptance,
     AgreementAcceptance,
+    CorrectedAgreementAcceptance,
     ExactAcceptance,
     Judgement,
     SamplingAcceptance,
 )
+from rsdvla.decoding.adaptive import AdaptiveDepthDecoder
+from rsdvla.decoding.draft_only import DraftOnlyDecoder
 from rsdvla.decoding.main_only import MainOnlyDecoder
 from rsdvla.decoding.speculative import SpeculativeDecoder
-from rsdvla.decoding.stats import STAGES, DecodeResult, DecodeStats
+from rsdvla.decoding.stats import STAGES, DecodeResult, DecodeStats, StageTimer, timed_call
 
 __all__ = [
     "STAGES",
     "AcceptanceRule",
     "ActionDistanceAcceptance",
+    "AdaptiveDepthDecoder",
     "AgreementAcceptance",
+    "CorrectedAgreementAcceptance",
     "DecodeResult",
     "DecodeStats",
+    "DraftOnlyDecoder",
     "ExactAcceptance",
     "Judgement",
     "MainOnlyDecoder",
     "SamplingAcceptance",
     "SpeculativeDecoder",
+    "StageTimer",
+    "timed_call",
 ]

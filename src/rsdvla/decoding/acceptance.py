@@ -11,6 +11,7 @@ Shapes: ``drafted[B, k, N]``, ``draft_logits[B, k, N, K]``, ``main_logits[B, k+1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +23,16 @@ from rsdvla.tokenizer import layers_to_codes
 
 @dataclass
 class Judgement:
-    """``passed[B, k]`` (bool, before the prefix rule), ``bonus[B, k+1, N]``, ``token_agreement[B, k]``."""
+    """``passed[B, k]`` (bool, before the prefix rule), ``bonus[B, k+1, N]``, ``token_agreement[B, k]``.
+
+    ``corrected``: True when an accepted layer keeps main's tokens from the verify pass (``bonus``)
+    instead of the drafted ones (``agreement_corrected``).
+    """
 
     passed: torch.Tensor
     bonus: torch.Tensor
     token_agreement: torch.Tensor
+    corrected: bool = False
 
 
 class AcceptanceRule:
@@ -42,6 +48,12 @@ class AcceptanceRule:
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Main's tokens for one layer decoded by a main step: ``[B, N, K] -> [B, N]``."""
         return logits.argmax(-1)
+
+    def reseed(self, episode: int) -> None:
+        """Restart the rule's private generator from (its seed, ``episode``); no-op for greedy rules."""
+        generators = getattr(self, "_generators", None)
+        if generators is not None:
+            generators.reseed(episode)
 
     def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
         main_choice = main_logits.argmax(-1)  # [B, k+1, N]
@@ -68,18 +80,74 @@ class ExactAcceptance(AcceptanceRule):
         return match.all(-1)
 
 
+def layer_thresholds(threshold, field: str = "decoder.acceptance.threshold") -> tuple[float, ...]:
+    """One threshold or one per drafted layer -> a tuple of floats in [0, 1] (else one line naming the field)."""
+    is_list = isinstance(threshold, Sequence) and not isinstance(threshold, str)
+    values = list(threshold) if is_list else [threshold]
+    if not values:
+        raise ValueError(
+            f"{field} is an empty list; give one value in [0, 1] or one per drafted layer"
+        )
+    for value in values:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0
+        ):
+            raise ValueError(
+                f"{field} must be in [0, 1] (a share of a layer's tokens), got {threshold!r}; "
+                "fix it in conf/decoder/acceptance/ or on the command line"
+            )
+    return tuple(float(v) for v in values)
+
+
 class AgreementAcceptance(AcceptanceRule):
-    """Accepted iff the share of tokens equal to main's argmax is >= ``threshold``; keeps the drafted codes."""
+    """Accepted iff the share of tokens equal to main's argmax is >= ``threshold``; keeps the drafted codes.
+
+    ``threshold``: one value in [0, 1], or one per drafted layer (a list at least k long; layer j
+    uses entry j).
+    """
 
     name = "agreement"
 
-    def __init__(self, threshold: float = 0.7):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"decoder.acceptance.threshold must be in [0, 1], got {threshold}")
-        self.threshold = float(threshold)
+    def __init__(self, threshold: float | list[float] = 0.7):
+        values = layer_thresholds(threshold)
+        self.threshold = values[0] if len(values) == 1 else list(values)
+        self._per_layer = values
+
+    def thresholds(self, k: int, device) -> torch.Tensor:
+        """``Tensor[k]`` of the thresholds of drafted layers 0..k-1."""
+        if len(self._per_layer) == 1:
+            return torch.full((k,), self._per_layer[0], device=device)
+        if len(self._per_layer) < k:
+            raise ValueError(
+                f"decoder.acceptance.threshold has {len(self._per_layer)} per-layer values but the "
+                f"decoder drafts k={k} layers; give one value or at least {k}"
+            )
+        return torch.tensor(self._per_layer[:k], device=device)
 
     def passes(self, match, drafted, main_choice, tokenizer):
-        return match.float().mean(-1) >= self.threshold
+        agreement = match.float().mean(-1)  # [B, k]
+        return agreement >= self.thresholds(agreement.shape[1], agreement.device)
+
+
+class CorrectedAgreementAcceptance(AgreementAcceptance):
+    """As ``agreement``, but an accepted layer's disagreeing tokens are replaced by main's own.
+
+    Main's choice for every drafted position is already in the verify pass, so the correction is
+    free: the output's layers ``0..a`` are all main's argmax at their position. It differs from
+    main-only greedy only through conditioning: main's choice for layer j (and every later main
+    step) was computed given the *drafted* layers ``0..j-1``, not main's own, so deeper layers
+    can drift. With ``threshold=1`` it is ``exact``. The offline evaluation reports that drift
+    as the action error against main-only.
+    """
+
+    name = "agreement_corrected"
+
+    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
+        judged = super().judge(drafted, draft_logits, main_logits, tokenizer)
+        judged.corrected = True
+        return judged
 
 
 class ActionDistanceAcceptance(AcceptanceRule):

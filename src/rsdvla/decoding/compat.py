@@ -1,29 +1,38 @@
-"""Checks that a main model, a tokenizer and a draft model fit together (fail early, say the fix)."""
+"""Checks that a main model, a tokenizer and a draft model fit together (fail early, say the fix).
+
+The comparisons themselves live in one place, :func:`rsdvla.checkpoints.check_same`, shared by
+``train.py`` (tokenizer vs the model being trained), the draft's teacher check and the decoders.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
+from rsdvla.checkpoints import check_same
+
 
 def check_main_tokenizer(main: nn.Module, tokenizer: nn.Module) -> None:
     """Raise ``ValueError`` if the tokenizer's layers, levels or tokens per layer differ from main's."""
-    cfg = main.config
-    pairs = (
-        ("num_layers", tokenizer.num_layers, "num_code_layers", cfg.num_code_layers),
-        ("levels", tokenizer.levels, "levels", cfg.levels),
-        (
-            "chunk_size * latent_dim",
-            tokenizer.tokens_per_layer,
-            "tokens_per_layer",
-            cfg.tokens_per_layer,
-        ),
+    check_same(
+        tokenizer,
+        "tokenizer",
+        main,
+        "main",
+        ("num_layers", "levels", "tokens_per_layer"),
+        "use the tokenizer checkpoint the main model was trained with (ckpt.tokenizer)",
     )
-    for tok_field, tok_value, main_field, main_value in pairs:
-        if tok_value != main_value:
-            raise ValueError(
-                f"tokenizer `{tok_field}` is {tok_value} but the main model's `{main_field}` is {main_value}; "
-                "use the tokenizer checkpoint the main model was trained with (ckpt.tokenizer)"
-            )
+
+
+def check_teacher(teacher: nn.Module, draft: nn.Module, teacher_path: str) -> None:
+    """A distillation teacher (main) must read the draft's hidden states and share its code space."""
+    check_same(
+        teacher,
+        f"{teacher_path}: teacher main",
+        draft,
+        "draft",
+        ("hidden_dim", "tokens_per_layer", "levels"),
+        "set model.module.teacher_ckpt to a main trained on this store",
+    )
 
 
 def check_draft(main: nn.Module, draft: nn.Module, k: int | None) -> int:
@@ -34,14 +43,15 @@ def check_draft(main: nn.Module, draft: nn.Module, k: int | None) -> int:
         raise ValueError(
             f"draft model has num_draft_layers={draft_k}; it must propose at least one layer"
         )
-    draft_cfg = getattr(draft, "config", None)
-    for name in ("levels", "tokens_per_layer"):
-        value = getattr(draft_cfg, name, getattr(cfg, name))
-        if value != getattr(cfg, name):
-            raise ValueError(
-                f"draft model `{name}` is {value} but the main model's is {getattr(cfg, name)}; "
-                "use a draft checkpoint trained with the same tokenizer (ckpt.draft)"
-            )
+    if getattr(draft, "config", None) is not None:
+        check_same(
+            main,
+            "main",
+            draft,
+            "draft",
+            ("levels", "tokens_per_layer"),
+            "use a draft checkpoint trained with the same tokenizer (ckpt.draft)",
+        )
     k = draft_k if k is None else int(k)
     upper = min(draft_k, cfg.num_code_layers - 1)
     if not 1 <= k <= upper:

@@ -1,4 +1,8 @@
-"""Main-only decoding: L sequential main-model steps, one per residual layer (the baseline)."""
+"""Main-only decoding: sequential main-model steps, one per residual layer (the baseline).
+
+``depth=m`` decodes only the first m layers and the tokenizer decodes that prefix: the
+truncated-depth baseline every RSD speedup is compared with.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,39 @@ import torch
 from torch import nn
 
 from rsdvla.decoding.compat import check_main_tokenizer
+from rsdvla.decoding.compile import compile_main
+from rsdvla.decoding.main_loop import decode_steps, new_layers
 from rsdvla.decoding.sampling import GeneratorCache, choose_tokens
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
 
 
+def check_depth(depth: int | None, num_layers: int, field: str = "decoder.depth") -> int:
+    """``depth`` (None: all) as an int in ``1..num_layers``, else one line naming the field."""
+    if depth is None:
+        return num_layers
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= num_layers:
+        raise ValueError(
+            f"{field}={depth!r} is out of range: main decodes L={num_layers} layers; "
+            f"set {field} to an integer in 1..{num_layers} (conf/decoder/main_only.yaml) or null for all"
+        )
+    return depth
+
+
 class MainOnlyDecoder:
-    """Greedy (``temperature=0``) or sampled decoding of all L layers with the main model's KV cache.
+    """Greedy (``temperature=0``) or sampled decoding of the first ``depth`` layers with main's KV cache.
 
     Args:
         main: ``MainModel``.
         tokenizer: ``RFSQTokenizer`` whose layers/levels/tokens match ``main``.
         temperature: 0 for greedy argmax, > 0 to sample each token from ``softmax(logits / T)``.
         seed: seed of a private generator for sampling (None: torch's global RNG).
+        depth: layers to decode, 1..L (None: all L); the tokenizer decodes that prefix.
+        compile: compile main's step (``torch.compile``; CUDA graphs on a GPU), falling back to
+            eager with one logged line where compilation is unavailable.
         draft: ignored (accepted so that every decoder config instantiates with the same arguments).
 
-    ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``.
+    ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, depth], actions[B, T, A], stats)``.
     """
 
     needs_draft = False  # loaders may skip the draft checkpoint
@@ -32,6 +53,8 @@ class MainOnlyDecoder:
         tokenizer: nn.Module,
         temperature: float = 0.0,
         seed: int | None = None,
+        depth: int | None = None,
+        compile: bool = False,
         draft: nn.Module | None = None,
     ):
         if temperature < 0:
@@ -42,36 +65,42 @@ class MainOnlyDecoder:
         self.temperature = float(temperature)
         self._generators = GeneratorCache(seed)
         self.num_layers = main.config.num_code_layers
+        self.depth = check_depth(depth, self.num_layers)
         self.tokens_per_layer = main.config.tokens_per_layer
         self.chunk_size = tokenizer.config.chunk_size
+        self.compiled = compile_main(main) if compile else False
+
+    def reseed(self, episode: int) -> None:
+        """Restart the private sampling generator from (configured seed, ``episode``): per episode."""
+        self._generators.reseed(episode)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        return choose_tokens(logits, self.temperature, self._generators.get(logits.device))
 
     @torch.inference_mode()
     def __call__(self, h: torch.Tensor) -> DecodeResult:
         """Decode a batch of hidden states ``h[B, H]``."""
         timer = StageTimer(h.device)
-        gen = self._generators.get(h.device)
         b = h.shape[0]
-        layers = torch.empty(
-            (b, self.num_layers, self.tokens_per_layer), dtype=torch.long, device=h.device
-        )
-        state = self.main.start(h)
-        prev = None
-        for j in range(self.num_layers):
-            prev = choose_tokens(self.main.step(state, prev), self.temperature, gen)
-            layers[:, j] = prev
+        layers = new_layers(b, self.depth, self.tokens_per_layer, h.device)
+        decode_steps(self.main, self.main.start(h), layers, 0, self.depth, self.choose)
         timer.lap("main_steps")
         codes = layers_to_codes(layers, self.chunk_size)
-        actions = self.tokenizer.decode(codes)
+        actions = self.tokenizer.decode(codes, num_layers=self.depth, validate=False)
         timer.lap("detokenize")
         stats = DecodeStats(
             accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
             layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
             token_agreement=torch.zeros((b, 0), device=h.device),
-            num_main_steps=self.num_layers,
+            num_main_steps=self.depth,
             speculated=False,
-            seconds=timer.seconds,
+            decoded_layers=None
+            if self.depth == self.num_layers
+            else torch.full((b,), self.depth, device=h.device),
+            timer=timer,
         )
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:
-        return f"MainOnlyDecoder(temperature={self.temperature})"
+        depth = "" if self.depth == self.num_layers else f", depth={self.depth}"
+        return f"MainOnlyDecoder(temperature={self.temperature}{depth})"

@@ -27,11 +27,27 @@ def choose_tokens(
 
 
 class GeneratorCache:
-    """One ``torch.Generator`` per device, seeded once (``seed=None``: use torch's global RNG)."""
+    """One ``torch.Generator`` per device, seeded once (``seed=None``: use torch's global RNG).
+
+    ``reseed(episode)`` restarts every generator from a seed mixed from the configured one and
+    ``episode`` (an episode's identity), so a decode sequence does not depend on earlier episodes.
+    """
 
     def __init__(self, seed: int | None):
+        self.base_seed = seed
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    def reseed(self, episode: int) -> None:
+        """Restart from ``mix(configured seed, episode)`` (a no-op when the global RNG is used)."""
+        if self.base_seed is None:
+            return
+        import numpy as np
+
+        mixed = np.random.SeedSequence([int(self.base_seed), int(episode) % 2**63])
+        self.seed = int(mixed.generate_state(1, dtype=np.uint64)[0] % 2**63)
+        for gen in self._generators.values():
+            gen.manual_seed(self.seed)
 
     def get(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:

@@ -7,8 +7,31 @@ from torch import nn
 
 from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
 from rsdvla.decoding.compat import check_draft, check_main_tokenizer
+from rsdvla.decoding.compile import compile_main
+from rsdvla.decoding.main_loop import decode_steps, new_layers
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
+
+
+def check_context_draft(main: nn.Module, draft: nn.Module) -> None:
+    """A draft that reads main's context state must be as wide as main's ``d_model``."""
+    if not getattr(draft, "reads_main_context", False):
+        return
+    want, got = main.config.d_model, draft.config.context_dim
+    if want != got:
+        raise ValueError(
+            f"context draft reads a {got}-wide context but the main model's d_model is {want}; "
+            "use a context draft trained on this main checkpoint (ckpt.draft)"
+        )
+
+
+def draft_logits_for(draft: nn.Module, main: nn.Module, h: torch.Tensor, state=None):
+    """Draft logits ``[B, k', N, K]``: a context draft reads ``state.ctx`` (``main.start(h)``),
+    a projected draft reads ``h``."""
+    if getattr(draft, "reads_main_context", False):
+        ctx = (state.ctx if state is not None else main.context(h).unsqueeze(1))[:, 0]
+        return draft(ctx)
+    return draft(h)
 
 
 class SpeculativeDecoder:
@@ -16,7 +39,9 @@ class SpeculativeDecoder:
 
     Args:
         main: ``MainModel`` (``verify``, ``step``, KV cache).
-        draft: ``DraftModel`` or any module with ``num_draft_layers`` and ``forward(h) -> logits[B, k', N, K]``.
+        draft: ``DraftModel`` (reads ``h``), ``ContextDraft`` (``reads_main_context``: reads main's
+            context state, which the verify pass then reuses), or any module with
+            ``num_draft_layers`` and ``forward(h) -> logits[B, k', N, K]``.
         tokenizer: ``RFSQTokenizer`` matching ``main``.
         acceptance: an ``AcceptanceRule`` (``decoder/acceptance`` config group); default ``exact``.
         k: layers to draft, 1..min(draft k, L-1); None uses the draft's k.
@@ -26,16 +51,20 @@ class SpeculativeDecoder:
             except every ``probe_every``-th call, which speculates to refresh the average. Break-even
             is about (draft + verify - step) / step layers (~0.7 on a CPU at batch 1). None: always draft.
         probe_every: calls between probes while skipping.
+        compile: compile main's pass (see ``rsdvla.decoding.compile``); eager with one line if unavailable.
 
     One call, for ``h[B, H]``:
       1. draft logits ``[B, k, N, K]`` -> drafted codes ``[B, k, N]`` (``acceptance.propose``);
       2. ``main.verify`` -> logits ``[B, k+1, N, K]`` and the KV cache; the rule marks each drafted
          layer passed or not; sample b accepts the longest passing prefix ``a_b`` (0..k) and takes
-         main's own layer ``a_b`` from the verify pass (the bonus layer);
+         main's own layer ``a_b`` from the verify pass (the bonus layer); a correcting rule also
+         replaces the accepted layers' tokens by main's choices from the same pass;
       3. from ``m = min_b a_b`` the cache is truncated to ``m + 1`` positions and main steps decode
          layers ``m+1 .. L-1``; a sample whose layer is already fixed keeps it and ignores the step.
-    With ``ExactAcceptance`` the codes equal ``MainOnlyDecoder``'s (up to floating-point ties between
-    the verify pass and single steps). Returns ``DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``.
+    The only host synchronisation of a call is reading ``min_b a_b`` and ``max_b a_b`` (one
+    transfer). With ``ExactAcceptance`` the codes equal ``MainOnlyDecoder``'s (up to
+    floating-point ties between the verify pass and single steps).
+    Returns ``DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``.
     """
 
     needs_draft = True
@@ -49,9 +78,11 @@ class SpeculativeDecoder:
         k: int | None = None,
         skip_below: float | None = None,
         probe_every: int = 8,
+        compile: bool = False,
     ):
         check_main_tokenizer(main, tokenizer)
         self.k = check_draft(main, draft, k)
+        check_context_draft(main, draft)
         self.main = main.eval()
         self.draft = draft.eval()
         self.tokenizer = tokenizer.eval()
@@ -65,9 +96,18 @@ class SpeculativeDecoder:
         if probe_every < 1:
             raise ValueError(f"decoder.probe_every must be >= 1, got {probe_every}")
         self.skip_below, self.probe_every = skip_below, int(probe_every)
-        # optimistic start: speculate until the draft proves useless
+        self.compiled = compile_main(main) if compile else False
+        self.reset_fallback()
+
+    def reset_fallback(self) -> None:
+        """Forget the ``skip_below`` average (optimistic start: speculate until the draft proves useless)."""
         self.accepted_ema = float(self.k)
         self._calls_skipped = 0
+
+    def reseed(self, episode: int) -> None:
+        """Per-episode restart: the rule's generator from (its seed, ``episode``) and the ``skip_below`` state."""
+        self.acceptance.reseed(episode)
+        self.reset_fallback()
 
     def _should_speculate(self) -> bool:
         if self.skip_below is None or self.accepted_ema >= self.skip_below:
@@ -86,30 +126,29 @@ class SpeculativeDecoder:
             return self._main_only(h, timer)
         k, n_layers, rule = self.k, self.num_layers, self.acceptance
 
-        draft_logits = self.draft(h)[:, :k]
+        state = self.main.start(h)
+        draft_logits = draft_logits_for(self.draft, self.main, h, state)[:, :k]
         drafted = rule.propose(draft_logits)  # [B, k, N]
         timer.lap("draft")
 
-        main_logits, state = self.main.verify(h, drafted, return_state=True)
+        main_logits, state = self.main.verify(h, drafted, state=state)
         judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer)
         layer_accepted = judged.passed.cumprod(dim=1).bool()  # contiguous prefix [B, k]
         accepted = layer_accepted.sum(1)  # a_b: accepted drafted layers; layer a_b is the bonus
         b, _, n_tokens = drafted.shape
-        layers = drafted.new_empty((b, n_layers, n_tokens))
+        layers = new_layers(b, n_layers, n_tokens, h.device)
         layers[:, : k + 1] = judged.bonus
-        layers[:, :k] = torch.where(layer_accepted.unsqueeze(-1), drafted, judged.bonus[:, :k])
-        fewest, most = torch.stack([accepted.min(), accepted.max()]).tolist()  # one host sync
+        if not judged.corrected:
+            layers[:, :k] = torch.where(layer_accepted.unsqueeze(-1), drafted, judged.bonus[:, :k])
+        fewest, most = torch.stack([accepted.min(), accepted.max()]).tolist()  # the one host sync
         self.accepted_ema = 0.8 * self.accepted_ema + 0.2 * fewest
         timer.lap("verify")
 
         if fewest + 1 < n_layers:
             state.truncate(fewest + 1)  # ctx + layers 0..fewest-1, identical for every sample
-            for j in range(fewest + 1, n_layers):
-                chosen = rule.choose(self.main.step(state, layers[:, j - 1]))
-                if j > most:
-                    layers[:, j] = chosen
-                else:  # samples with a_b >= j already fixed layer j
-                    layers[:, j] = torch.where((accepted < j).unsqueeze(-1), chosen, layers[:, j])
+            decode_steps(
+                self.main, state, layers, fewest + 1, n_layers, rule.choose, accepted, most
+            )
         timer.lap("main_steps")
 
         stats = DecodeStats(
@@ -123,16 +162,10 @@ class SpeculativeDecoder:
     def _main_only(self, h: torch.Tensor, timer: StageTimer) -> DecodeResult:
         """All L layers with main steps (the fallback of ``skip_below``); tokens chosen by the rule."""
         b = h.shape[0]
-        layers = torch.empty(
-            (b, self.num_layers, self.main.config.tokens_per_layer),
-            dtype=torch.long,
-            device=h.device,
+        layers = new_layers(b, self.num_layers, self.main.config.tokens_per_layer, h.device)
+        decode_steps(
+            self.main, self.main.start(h), layers, 0, self.num_layers, self.acceptance.choose
         )
-        state = self.main.start(h)
-        prev = None
-        for j in range(self.num_layers):
-            prev = self.acceptance.choose(self.main.step(state, prev))
-            layers[:, j] = prev
         timer.lap("main_steps")
         stats = DecodeStats(
             accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
@@ -145,9 +178,9 @@ class SpeculativeDecoder:
 
     def _finish(self, layers: torch.Tensor, stats: DecodeStats, timer: StageTimer) -> DecodeResult:
         codes = layers_to_codes(layers, self.chunk_size)
-        actions = self.tokenizer.decode(codes)
+        actions = self.tokenizer.decode(codes, validate=False)
         timer.lap("detokenize")
-        stats.seconds = timer.seconds
+        stats.timer = timer
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:
@@ -156,4 +189,7 @@ class SpeculativeDecoder:
             if self.skip_below is None
             else f", skip_below={self.skip_below}, probe_every={self.probe_every}"
         )
-        return f"SpeculativeDecoder(k={self.k}, acceptance={self.acceptance!r}{skip})"
+        draft = type(self.draft).__name__
+        return (
+            f"SpeculativeDecoder(k={self.k}, draft={draft}, acceptance={self.acceptance!r}{skip})"
+        )

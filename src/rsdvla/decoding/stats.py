@@ -1,16 +1,21 @@
-"""What every decoder call returns: codes, actions and per-call statistics (DESIGN 2.4)."""
+"""What every decoder call returns (codes, actions, per-call statistics) and the one timing helper.
+
+Timing never adds a host synchronisation inside a decoder call: on a CUDA device the stage
+boundaries are CUDA events, read (and waited for) only when ``stats.seconds`` is first accessed,
+which callers do after the call. :func:`timed_call` times a whole call for callers (policy,
+offline evaluation, benchmarks) and synchronises once before and once after it.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 STAGES = ("draft", "verify", "main_steps", "detokenize")
 
 
-@dataclass
 class DecodeStats:
     """Statistics of one decoder call over a batch of B chunks.
 
@@ -21,19 +26,49 @@ class DecodeStats:
         token_agreement: ``Tensor[B, k]`` share of the drafted tokens of each layer that main kept
             (matching argmax for greedy rules, accepted tokens for ``sampling``), whether or not the
             layer as a whole was accepted.
-        num_main_steps: sequential ``MainModel.step`` calls (main-only: L; RSD: L - 1 - min accepted).
+        num_main_steps: sequential ``MainModel.step`` calls (main-only: its depth; RSD: L - 1 - min accepted).
         speculated: False when the call drafted nothing (main-only, or RSD's ``skip_below`` fallback);
             acceptance statistics are meaningful only for calls that speculated.
+        decoded_layers: ``LongTensor[B]`` residual layers the tokenizer decoded per sample (None: all L).
         seconds: wall time per stage (``draft``, ``verify``, ``main_steps``, ``detokenize``); ``verify``
-            includes applying the acceptance rule.
+            includes applying the acceptance rule. On CUDA it is resolved from events on first access.
     """
 
-    accepted_layers: torch.Tensor
-    layer_accepted: torch.Tensor
-    token_agreement: torch.Tensor
-    num_main_steps: int
-    speculated: bool = True
-    seconds: dict[str, float] = field(default_factory=dict)
+    def __init__(
+        self,
+        accepted_layers,
+        layer_accepted,
+        token_agreement,
+        num_main_steps,
+        speculated=True,
+        seconds=None,
+        decoded_layers=None,
+        timer=None,
+    ):
+        self.accepted_layers = accepted_layers
+        self.layer_accepted = layer_accepted
+        self.token_agreement = token_agreement
+        self.num_main_steps = num_main_steps
+        self.speculated = speculated
+        self.decoded_layers = decoded_layers
+        self.timer = timer
+        self._seconds = None if seconds is None else dict(seconds)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        if self._seconds is None:
+            self._seconds = self.timer.read() if self.timer is not None else {}
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: dict[str, float]) -> None:
+        self._seconds = dict(value)
+
+    def __repr__(self) -> str:
+        return (
+            f"DecodeStats(accepted_layers={self.accepted_layers}, num_main_steps={self.num_main_steps}, "
+            f"speculated={self.speculated})"
+        )
 
     @property
     def total_seconds(self) -> float:
@@ -46,7 +81,8 @@ class DecodeStats:
 
 @dataclass
 class DecodeResult:
-    """``codes[B, T, D, L]`` (LongTensor), normalized ``actions[B, T, A]`` and ``stats``."""
+    """``codes[B, T, D, L']`` (LongTensor; ``L' = L`` except for truncated-depth decoders),
+    normalized ``actions[B, T, A]`` and ``stats``."""
 
     codes: torch.Tensor
     actions: torch.Tensor
@@ -54,20 +90,70 @@ class DecodeResult:
 
 
 class StageTimer:
-    """Wall-clock laps between stage boundaries; synchronizes CUDA first so GPU work is counted."""
+    """Wall time between stage boundaries without synchronising inside a decoder call.
+
+    CPU: ``time.perf_counter`` at each ``lap``. CUDA: a timing event is recorded at each lap and
+    the intervals are read by :meth:`read` (which waits for the last event), so the decoder's
+    own work is never stalled by measurement.
+    """
 
     def __init__(self, device: torch.device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else None
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-        self._last = self._now()
+        self.cuda = torch.device(device).type == "cuda"
+        self._marks: list[tuple[str | None, object]] = [(None, self._mark())]
 
-    def _now(self) -> float:
-        if self.sync is not None:
-            self.sync()
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
         return time.perf_counter()
 
     def lap(self, stage: str) -> None:
         """Charge the time since the previous lap (or construction) to ``stage``."""
-        now = self._now()
-        self.seconds[stage] += now - self._last
-        self._last = now
+        self._marks.append((stage, self._mark()))
+
+    def read(self) -> dict[str, float]:
+        """``stage -> seconds`` (every stage of :data:`STAGES` present, 0 when never lapped)."""
+        seconds = dict.fromkeys(STAGES, 0.0)
+        if self.cuda:
+            self._marks[-1][1].synchronize()
+        for (_, start), (stage, end) in zip(self._marks[:-1], self._marks[1:], strict=True):
+            dt = start.elapsed_time(end) / 1e3 if self.cuda else end - start
+            seconds[stage] = seconds.get(stage, 0.0) + dt
+        return seconds
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for queued GPU work (no-op on a CPU or when CUDA was never initialised)."""
+    if device is not None and torch.device(device).type != "cuda":
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def timed_call(fn, *args, device: torch.device | str | None = None):
+    """``(fn(*args), wall seconds)``, synchronising CUDA before and after so GPU work is counted.
+
+    The one timing helper of the project (policy, offline evaluation, benchmarks use it).
+    """
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def speculated_acceptance(stats) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(accepted_layers[B], layer_accepted[B, k])`` of a call that drafted, else ``(None, None)``.
+
+    A call that drafted nothing (main-only, draft-only, RSD's ``skip_below`` fallback) is not a
+    rejection: the LIBERO policy and the offline evaluation both count acceptance only over
+    calls for which this returns tensors. Stats without ``speculated`` count as drafted.
+    """
+    if stats is None or not getattr(stats, "speculated", True):
+        return None, None
+    accepted = getattr(stats, "accepted_layers", None)
+    flags = getattr(stats, "layer_accepted", None)
+    if flags is not None and flags.ndim == 2 and flags.shape[1] == 0:
+        return None, None
+    return accepted, flags

@@ -5,7 +5,8 @@ alternating order, after warm-up. ``summary.json`` (written atomically into the 
 holds: action MSE vs ground truth for both (normalized units, and raw units via the
 normalizer), action MSE of the decoder vs main-only, code agreement with main-only (share of
 identical tokens and of identical chunks), acceptance per drafted layer and mean accepted
-layers (over calls that speculated), latency p50/p95 per stage for both (ms per decoder call of
+layers (over calls that speculated, counted as the LIBERO policy counts them), decoded layers per
+chunk (truncated and adaptive depth), latency p50/p95 per stage for both (ms per decoder call of
 ``env.batch_size`` chunks) and the speedup (median main-only call time / median decoder call time).
 
 Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``, ``env.batch_size``,
@@ -14,7 +15,6 @@ Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``,
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
+from rsdvla.decoding.stats import speculated_acceptance, timed_call
 from rsdvla.evaluation.aggregate import write_json_atomic
 from rsdvla.evaluation.plots import plot_summary
 
@@ -93,6 +94,7 @@ class SideBySide:
     token_agreement: np.ndarray | None = None
     accepted_layers: float = 0.0
     speculated_chunks: int = 0
+    decoded_layers: float = 0.0
     main_steps: list = field(default_factory=list)
     seconds: dict = field(
         default_factory=lambda: {"decoder": defaultdict(list), "main_only": defaultdict(list)}
@@ -118,15 +120,24 @@ class SideBySide:
             self.seconds[name]["total"].append(walls[name])
         self.sq_err["vs_main_only"] += float(((decoded.actions - baseline.actions) ** 2).sum())
         self.elements += truth.numel()
-        same = decoded.codes == baseline.codes
+        # truncated-depth decoders return fewer layers: compare the layers both decoded, and
+        # count a chunk as identical only when it has every layer main-only has
+        depth = min(decoded.codes.shape[-1], baseline.codes.shape[-1])
+        same = decoded.codes[..., :depth] == baseline.codes[..., :depth]
         self.tokens_same += int(same.sum())
-        self.tokens += same.numel()
-        self.chunks_same += int(same.flatten(1).all(1).sum())
+        self.tokens += baseline.codes.numel()
+        full = decoded.codes.shape[-1] >= baseline.codes.shape[-1]
+        self.chunks_same += int(same.flatten(1).all(1).sum()) if full else 0
         self.chunks += same.shape[0]
         self.main_steps.append(decoded.stats.num_main_steps)
         stats = decoded.stats
-        if stats.speculated and stats.num_drafted_layers:
-            layer_sum = stats.layer_accepted.float().sum(0).cpu().numpy()
+        layers = getattr(stats, "decoded_layers", None)
+        self.decoded_layers += (
+            float(layers.float().sum()) if layers is not None else depth * same.shape[0]
+        )
+        accepted, flags = speculated_acceptance(stats)  # the same count as the LIBERO policy
+        if accepted is not None and flags is not None:
+            layer_sum = flags.float().sum(0).cpu().numpy()
             agree_sum = stats.token_agreement.float().sum(0).cpu().numpy()
             self.layer_accepted = (
                 layer_sum if self.layer_accepted is None else self.layer_accepted + layer_sum
@@ -134,8 +145,8 @@ class SideBySide:
             self.token_agreement = (
                 agree_sum if self.token_agreement is None else self.token_agreement + agree_sum
             )
-            self.accepted_layers += float(stats.accepted_layers.float().sum())
-            self.speculated_chunks += stats.accepted_layers.shape[0]
+            self.accepted_layers += float(accepted.float().sum())
+            self.speculated_chunks += accepted.shape[0]
 
     def summary(self) -> dict:
         spec = max(self.speculated_chunks, 1)
@@ -166,6 +177,7 @@ class SideBySide:
             else [],
             "speculated_share": self.speculated_chunks / self.chunks,
             "mean_main_steps": float(np.mean(self.main_steps)),
+            "mean_decoded_layers": self.decoded_layers / self.chunks,
             "latency_ms": latency,
             "latency_p50_ms": latency["decoder"]["total"]["p50"],
             "latency_p95_ms": latency["decoder"]["total"]["p95"],
@@ -175,17 +187,6 @@ class SideBySide:
 
 
 # ------------------------------------------------------------------------------------ running
-
-
-def timed_call(decoder, h: torch.Tensor) -> tuple[DecodeResult, float]:
-    sync = torch.cuda.synchronize if h.device.type == "cuda" else None
-    if sync:
-        sync()
-    start = time.perf_counter()
-    result = decoder(h)
-    if sync:
-        sync()
-    return result, time.perf_counter() - start
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -231,6 +232,11 @@ def print_table(summary: dict) -> None:
         )
     table.add_row(
         "main steps per call", f"{summary['mean_main_steps']:.2f}", str(summary["num_layers"])
+    )
+    table.add_row(
+        "decoded layers per chunk",
+        f"{summary['mean_decoded_layers']:.2f}",
+        str(summary["num_layers"]),
     )
     for stage in (*STAGES, "total"):
         d, m = summary["latency_ms"]["decoder"][stage], summary["latency_ms"]["main_only"][stage]
@@ -287,7 +293,7 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         order = (("decoder", decoder), ("main_only", baseline))
         results, walls = {}, {}
         for name, dec in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
-            results[name], walls[name] = timed_call(dec, h)
+            results[name], walls[name] = timed_call(dec, h, device=h.device)
         acc.add(results["decoder"], results["main_only"], truth, stack.normalizer, walls)
     summary = {
         "kind": "offline",

@@ -92,7 +92,8 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """Write the PNG; returns what each panel shows: ``metric -> [(speedup, value, label)]``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,10 +110,13 @@ def plot(rows: list[dict], path: Path) -> None:
             "no summary carries `action_mse` or `success_rate`; nothing to plot against speedup"
         )
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    shown: dict[str, list[tuple[float, float, str]]] = {}
     for ax, (metric, ylabel) in zip(axes[0], panels, strict=True):
+        shown[metric] = []
         for row, label in zip(rows, labels, strict=True):
             x, y = row.get("speedup"), row.get(metric)
             if _finite(x) and _finite(y):
+                shown[metric].append((x, y, label))
                 ax.scatter(x, y)
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
@@ -122,6 +126,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return shown
 
 
 def main(argv=None) -> tuple[Path, Path]:

@@ -21,13 +21,13 @@ def greedy_layers(
     main: MainModel, hidden: torch.Tensor, num_layers: int, batch_size: int = 4096
 ) -> torch.Tensor:
     """Main's greedy codes for the first ``num_layers`` layers: ``hidden[N, H]`` -> ``uint8[N, num_layers, N_tok]``."""
+    from rsdvla.decoding.main_loop import decode_steps, new_layers
+
     out = []
     for h in hidden.split(batch_size):
-        state, prev, layers = main.start(h.float()), None, []
-        for _ in range(num_layers):
-            prev = main.step(state, prev).argmax(-1)
-            layers.append(prev)
-        out.append(torch.stack(layers, 1).to(torch.uint8))
+        h = h.float()
+        layers = new_layers(h.shape[0], num_layers, main.config.tokens_per_layer, h.device)
+        out.append(decode_steps(main, main.start(h), layers, 0, num_layers).to(torch.uint8))
     return torch.cat(out)
 
 
@@ -56,15 +56,9 @@ class DraftModule(CodeHeadModule):
             self._check_teacher(MainModel.from_checkpoint(teacher_ckpt))
 
     def _check_teacher(self, teacher: MainModel) -> None:
-        from rsdvla.checkpoints import CheckpointError
+        from rsdvla.decoding.compat import check_teacher
 
-        cfg, tcfg = self.model.config, teacher.config
-        for field in ("hidden_dim", "tokens_per_layer", "levels"):
-            if getattr(cfg, field) != getattr(tcfg, field):
-                raise CheckpointError(
-                    f"{self.teacher_ckpt}: teacher main has {field}={getattr(tcfg, field)} but the draft has "
-                    f"{getattr(cfg, field)}; set model.module.teacher_ckpt to a main trained on this store"
-                )
+        check_teacher(teacher, self.model, self.teacher_ckpt)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -110,10 +110,14 @@ class MainModel(nn.Module):
         return self._run(self._inputs(h, tokens[:, :-1]), first=0, caches=None)
 
     # ------------------------------------------------------------------ inference
+    def context(self, h: torch.Tensor) -> torch.Tensor:
+        """Main's context state ``[B, d]`` of ``h[B, H]`` (the input of its first position)."""
+        return self.ctx(self.input_norm(h))
+
     @torch.no_grad()
     def start(self, h: torch.Tensor) -> DecodeState:
         """Begin decoding from ``h[B, H]``: the first ``step(state, None)`` predicts layer 0."""
-        return DecodeState(self.ctx(self.input_norm(h)).unsqueeze(1), self._new_caches(h))
+        return DecodeState(self.context(h).unsqueeze(1), self._new_caches(h))
 
     @torch.no_grad()
     def step(self, state: DecodeState, prev_codes: torch.Tensor | None) -> torch.Tensor:
@@ -127,20 +131,30 @@ class MainModel(nn.Module):
 
     @torch.no_grad()
     def verify(
-        self, h: torch.Tensor, drafted: torch.Tensor, return_state: bool = False
+        self,
+        h: torch.Tensor,
+        drafted: torch.Tensor,
+        return_state: bool = False,
+        state: DecodeState | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, DecodeState]:
         """One pass over ``[ctx(h), e(drafted_0..k-1)]``: ``drafted[B, k, N]`` -> logits ``[B, k+1, N, K]``.
 
         Position j's logits are main's prediction for layer j given drafted layers ``0..j-1``.
         With ``return_state`` the filled KV cache comes back too, so decoding can continue
-        after ``state.truncate(accepted + 1)``.
+        after ``state.truncate(accepted + 1)``. ``state``: a fresh ``start(h)`` whose context is
+        reused (a context draft already computed it); implies ``return_state``.
         """
+        if state is not None:
+            if state.length:
+                raise ValueError("verify needs a fresh state from start(h) (nothing cached yet)")
+            return_state = True
         k = drafted.shape[1]
         if not 0 <= k < self.config.num_code_layers:
             raise ValueError(
                 f"drafted layers k must be in 0..{self.config.num_code_layers - 1}, got {k}"
             )
-        state = self.start(h) if return_state else None
+        if state is None and return_state:
+            state = self.start(h)
         x = self._inputs(h, drafted, ctx=state.ctx if state else None)
         logits = self._run(x, first=0, caches=state.caches if state else None)
         return (logits, state) if return_state else logits

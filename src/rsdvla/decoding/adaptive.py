@@ -1,0 +1,110 @@
+"""Adaptive-depth main-only decoding: stop when another layer no longer moves the action.
+
+Rule (knob ``epsilon``, normalized action units): after main decodes layer j (j >= ``min_depth``
+- 1), the tokenizer decodes the prefix ``0..j``; a sample stops once the layer it just added
+changed its action chunk by at most ``epsilon`` (largest absolute change over the chunk's T x A
+entries); it keeps that layer. Layer 0 has no predecessor, so the shallowest stop is
+``max(min_depth, 2)`` layers. The tokenizer's partial decodes are part of the rule's cost and are
+timed with the main steps. RFSQ's residual layers shrink in scale, so a layer that moved the action by less than
+epsilon predicts that the rest move it less still. The decoder steps on while any sample of the
+batch is still active (one host read per layer: the price of stopping early); a stopped
+sample keeps the chunk decoded at its own depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rsdvla.decoding.compat import check_main_tokenizer
+from rsdvla.decoding.main_loop import argmax_tokens, new_layers
+from rsdvla.decoding.main_only import check_depth
+from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
+from rsdvla.tokenizer import layers_to_codes
+
+
+class AdaptiveDepthDecoder:
+    """Greedy main-only decoding to a per-sample depth chosen by the action-change rule above.
+
+    Args:
+        main, tokenizer: as for ``MainOnlyDecoder``.
+        epsilon: stop once a layer moved the action chunk by <= epsilon (>= 0; 0 stops only on
+            layers that change nothing).
+        min_depth: decode at least this many layers (1..L).
+        max_depth: decode at most this many layers (min_depth..L; None: L).
+
+    Returns codes ``[B, T, D, max_depth]`` (layers past a sample's depth are main's continuation
+    for batch-mates, ignored by its actions), actions at each sample's depth, and
+    ``stats.decoded_layers[B]``.
+    """
+
+    needs_draft = False
+
+    def __init__(
+        self,
+        main: nn.Module,
+        tokenizer: nn.Module,
+        epsilon: float = 0.01,
+        min_depth: int = 1,
+        max_depth: int | None = None,
+        draft: nn.Module | None = None,
+    ):
+        check_main_tokenizer(main, tokenizer)
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
+            raise ValueError(
+                f"decoder.epsilon={epsilon!r} must be a number >= 0 (normalized action units); "
+                "fix it in conf/decoder/adaptive_depth.yaml or on the command line"
+            )
+        self.main, self.tokenizer = main.eval(), tokenizer.eval()
+        self.num_layers = main.config.num_code_layers
+        self.max_depth = check_depth(max_depth, self.num_layers, "decoder.max_depth")
+        self.min_depth = check_depth(min_depth, self.max_depth, "decoder.min_depth")
+        self.epsilon = float(epsilon)
+        self.tokens_per_layer = main.config.tokens_per_layer
+        self.chunk_size = tokenizer.config.chunk_size
+
+    @torch.inference_mode()
+    def __call__(self, h: torch.Tensor) -> DecodeResult:
+        timer = StageTimer(h.device)
+        b = h.shape[0]
+        layers = new_layers(b, self.max_depth, self.tokens_per_layer, h.device)
+        depth = torch.full((b,), self.max_depth, dtype=torch.long, device=h.device)
+        active = torch.ones(b, dtype=torch.bool, device=h.device)
+        state, actions, steps = self.main.start(h), None, 0
+        for j in range(self.max_depth):
+            layers[:, j] = argmax_tokens(
+                self.main.step(state, None if j == 0 else layers[:, j - 1])
+            )
+            steps += 1
+            if j + 1 < self.min_depth:
+                continue
+            codes = layers_to_codes(layers[:, : j + 1], self.chunk_size)
+            now = self.tokenizer.decode(codes, num_layers=j + 1, validate=False)
+            if actions is None:
+                actions = now
+            else:
+                change = (now - actions).flatten(1).abs().amax(1)
+                actions = torch.where(active[:, None, None], now, actions)
+                stop = active & (change <= self.epsilon)
+                depth = torch.where(stop, torch.full_like(depth, j + 1), depth)
+                active = active & ~stop
+            if j + 1 < self.max_depth and not bool(active.any()):  # one host read per layer
+                break
+        timer.lap("main_steps")
+        stats = DecodeStats(
+            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
+            layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
+            token_agreement=torch.zeros((b, 0), device=h.device),
+            num_main_steps=steps,
+            speculated=False,
+            decoded_layers=depth,
+            timer=timer,
+        )
+        codes = layers_to_codes(layers[:, :steps], self.chunk_size)
+        return DecodeResult(codes=codes, actions=actions, stats=stats)
+
+    def __repr__(self) -> str:
+        return (
+            f"AdaptiveDepthDecoder(epsilon={self.epsilon}, min_depth={self.min_depth}, "
+            f"max_depth={self.max_depth})"
+        )

@@ -1,0 +1,54 @@
+"""Draft-only decoding: the draft's k layers, no verification, no main step (the floor of cost)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rsdvla.decoding.compat import check_draft, check_main_tokenizer
+from rsdvla.decoding.speculative import check_context_draft, draft_logits_for
+from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
+from rsdvla.tokenizer import layers_to_codes
+
+
+class DraftOnlyDecoder:
+    """The draft's greedy layers ``0..k-1``, decoded by the tokenizer from that k-layer prefix.
+
+    ``main`` is used only for a context draft's context state (one linear map) and the checks.
+    ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, k], actions[B, T, A], stats)``; the stats
+    report no accepted layers and ``num_main_steps = 0``.
+    """
+
+    needs_draft = True
+
+    def __init__(
+        self, main: nn.Module, draft: nn.Module, tokenizer: nn.Module, k: int | None = None
+    ):
+        check_main_tokenizer(main, tokenizer)
+        self.k = check_draft(main, draft, k)
+        check_context_draft(main, draft)
+        self.main, self.draft, self.tokenizer = main.eval(), draft.eval(), tokenizer.eval()
+        self.chunk_size = tokenizer.config.chunk_size
+
+    @torch.inference_mode()
+    def __call__(self, h: torch.Tensor) -> DecodeResult:
+        timer = StageTimer(h.device)
+        layers = draft_logits_for(self.draft, self.main, h)[:, : self.k].argmax(-1)  # [B, k, N]
+        timer.lap("draft")
+        codes = layers_to_codes(layers, self.chunk_size)
+        actions = self.tokenizer.decode(codes, num_layers=self.k, validate=False)
+        timer.lap("detokenize")
+        b = h.shape[0]
+        stats = DecodeStats(
+            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
+            layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
+            token_agreement=torch.zeros((b, 0), device=h.device),
+            num_main_steps=0,
+            speculated=False,
+            decoded_layers=torch.full((b,), self.k, device=h.device),
+            timer=timer,
+        )
+        return DecodeResult(codes=codes, actions=actions, stats=stats)
+
+    def __repr__(self) -> str:
+        return f"DraftOnlyDecoder(k={self.k}, draft={type(self.draft).__name__})"

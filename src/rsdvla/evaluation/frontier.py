@@ -1,0 +1,414 @@
+"""The speed-success frontier of decoding strategies on one stack: ``python evaluate.py experiment=frontier``.
+
+Stages (each skipped when its output exists, so a rerun of the same command resumes):
+
+1. ``train_context_draft``: ``train.py`` with ``frontier.context_draft_train`` (the context
+   draft of the stack's main checkpoint), unless ``frontier.context_draft`` exists.
+2. Offline, in this process: every setting of ``frontier.settings`` (a list of ``evaluate.py``
+   overrides each) against greedy main-only on the store's held-out rows, at batch
+   ``env.batch_size`` (1 = LIBERO's). Writes ``<work_dir>/<name>/offline/summary.json``.
+3. LIBERO: the settings on or near the offline frontier (``frontier.libero``), each as
+   ``frontier.libero.shards`` parallel ``evaluate.py env=libero`` shards into
+   ``<work_dir>/<name>/libero``, merged into its ``summary.json``. The LIBERO runner resumes a
+   shard from its episode file.
+4. ``frontier.csv``, ``frontier.png`` (LIBERO success with 95% CI bars, and offline action error,
+   against decoder speedup) and ``frontier.md`` (the table; also written into
+   ``frontier.docs`` under ``## Frontier`` when set).
+
+The offline frontier: a setting is on it when no other is at least as fast with a lower
+action error; it is near it when no other is at least as fast with an error lower by more
+than the factor ``1 + frontier.libero.near``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rsdvla.evaluation.aggregate import write_json_atomic
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[3]
+SECTION = "## Frontier"
+
+
+# ------------------------------------------------------------------------------------ selection
+
+
+def frontier_flags(points: list[dict], near: float = 0.0) -> list[bool]:
+    """Per point (``speedup``, ``error``): on (``near=0``) or near the frontier of speed vs error.
+
+    A point is dominated when another is at least as fast and its error times ``1 + near`` is
+    still lower. Points with a missing value are never on it.
+    """
+    flags = []
+    for p in points:
+        ok = _finite(p.get("speedup")) and _finite(p.get("error"))
+        for q in points:
+            if not ok or q is p or not (_finite(q.get("speedup")) and _finite(q.get("error"))):
+                continue
+            if q["speedup"] >= p["speedup"] and q["error"] * (1 + near) < p["error"]:
+                ok = False
+        flags.append(ok)
+    return flags
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def choose_libero_points(rows: list[dict], cfg: DictConfig) -> list[str]:
+    """Names to evaluate in LIBERO, at most ``cfg.max_points``: ``cfg.always`` first, then the
+    settings on the offline frontier, then those near it (``cfg.near``), each group from the
+    lowest action error up (the most accurate fast settings are the ones success can confirm)."""
+    points = [{"speedup": r.get("offline_speedup"), "error": r.get("action_mse")} for r in rows]
+    on, near = frontier_flags(points), frontier_flags(points, float(cfg.near))
+    chosen = [str(n) for n in cfg.always]
+    for group in (on, near):
+        ranked = sorted(
+            (r for r, flag in zip(rows, group, strict=True) if flag),
+            key=lambda r: (float(r["action_mse"]), -float(r["offline_speedup"])),
+        )
+        for row in ranked:
+            if len(chosen) >= int(cfg.max_points):
+                return chosen
+            if row["name"] not in chosen and row["name"] not in list(cfg.exclude or []):
+                chosen.append(row["name"])
+    return chosen
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def setting_overrides(cfg: DictConfig, name: str) -> list[str]:
+    settings = cfg.frontier.settings
+    if name not in settings:
+        raise ValueError(
+            f"frontier setting {name!r} is not in frontier.settings ({', '.join(settings)}); "
+            "fix frontier.libero.always in conf/experiment/frontier.yaml"
+        )
+    return [str(o) for o in settings[name]]
+
+
+def train_context_draft(cfg: DictConfig) -> None:
+    fr = cfg.frontier
+    target = Path(fr.context_draft)
+    if target.exists():
+        log.info("context draft %s exists: training skipped", target)
+        return
+    cmd = [sys.executable, str(ROOT / "train.py"), *map(str, fr.context_draft_train)]
+    cmd.append(f"hydra.run.dir={Path(fr.work_dir) / 'train_context_draft'}")
+    log.info("[train_context_draft] %s", " ".join(cmd[1:]))
+    if subprocess.run(cmd).returncode != 0 or not target.exists():
+        raise RuntimeError(
+            f"training the context draft failed (it should write {target}); see the log above, "
+            "fix it and rerun the same command to resume"
+        )
+
+
+def run_offline_point(cfg: DictConfig, name: str) -> dict:
+    """Offline summary of one setting (loaded when it exists)."""
+    from hydra import compose
+
+    from rsdvla.evaluate import use_trained_split
+    from rsdvla.evaluation.offline import run_offline
+    from rsdvla.evaluation.stack import load_stack
+
+    out = Path(cfg.frontier.work_dir) / name / "offline"
+    path = out / "summary.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    overrides = [*map(str, cfg.frontier.common), "env=offline", *map(str, cfg.frontier.offline)]
+    point = compose(config_name="evaluate", overrides=[*overrides, *setting_overrides(cfg, name)])
+    with open_dict(point):
+        point.paths.output_dir = str(out)
+    log.info("[offline %s] %s", name, " ".join(setting_overrides(cfg, name)))
+    stack = load_stack(point)
+    use_trained_split(point, stack)  # the held-out split main was trained with
+    summary = run_offline(point, stack)
+    summary["overrides"] = setting_overrides(cfg, name)
+    write_json_atomic(path, summary)
+    return summary
+
+
+def libero_summary_path(cfg: DictConfig, name: str) -> Path:
+    return Path(cfg.frontier.work_dir) / name / "libero" / "summary.json"
+
+
+def planned_episodes(cfg: DictConfig) -> int:
+    lib = cfg.frontier.libero
+    return len(list(lib.task_ids)) * int(lib.trials)
+
+
+def run_libero_point(cfg: DictConfig, name: str) -> dict:
+    """Run (or resume) the sharded LIBERO evaluation of one setting; returns the merged summary."""
+    lib = cfg.frontier.libero
+    run_dir = libero_summary_path(cfg, name).parent
+    done = _read(libero_summary_path(cfg, name))
+    if done and done.get("episodes") == planned_episodes(cfg):
+        return done
+    shards = int(lib.shards)
+    base = [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        *map(str, cfg.frontier.common),
+        "env=libero",
+        f"env.suite={lib.suite}",
+        f"env.task_ids=[{','.join(str(int(t)) for t in lib.task_ids)}]",
+        f"env.first_trial={int(lib.first_trial)}",
+        f"trials={int(lib.trials)}",
+        *setting_overrides(cfg, name),
+        f"eval.num_shards={shards}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    log.info("[libero %s] %d shards: %s", name, shards, " ".join(base[1:]))
+    procs = [
+        subprocess.Popen([*base, f"eval.shard_id={i}"], stdout=subprocess.DEVNULL)
+        for i in range(shards)
+    ]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(
+            f"LIBERO shards of frontier setting {name} exited with {codes}; see {run_dir}, fix the "
+            "cause and rerun the same command (finished episodes are kept)"
+        )
+    summary = merge_planned(cfg, run_dir)
+    if summary["episodes"] != planned_episodes(cfg):
+        raise RuntimeError(
+            f"{run_dir}: {summary['episodes']} of {planned_episodes(cfg)} planned episodes after the "
+            "shards finished; rerun the same command to run the missing ones"
+        )
+    return summary
+
+
+def merge_planned(cfg: DictConfig, run_dir: Path) -> dict:
+    """One summary of the planned episodes in every episode file of ``run_dir`` (written to
+    ``summary.json``). Episodes of other plans in the same files (e.g. more trials from an
+    earlier, larger run) are kept on disk and left out of this point's numbers."""
+    from rsdvla.evaluation.aggregate import summarize
+    from rsdvla.evaluation.episodes import plan_episodes, read_episode_file, record_key
+
+    lib = cfg.frontier.libero
+    plan = plan_episodes(
+        str(lib.suite), [int(t) for t in lib.task_ids], int(lib.trials), int(lib.first_trial)
+    )
+    keys = {spec.key for spec in plan}
+    records = [
+        r
+        for path in sorted(run_dir.glob("episodes*.jsonl"))
+        for r in read_episode_file(path)
+        if record_key(r) in keys
+    ]
+    summary = summarize(records)
+    summary["complete"] = summary["episodes"] == len(keys)
+    summary["plan"] = {
+        "suite": str(lib.suite),
+        "task_ids": list(lib.task_ids),
+        "trials": int(lib.trials),
+        "first_trial": int(lib.first_trial),
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def row_for(name: str, offline: dict, libero: dict | None, on_frontier: bool) -> dict:
+    ci = (libero or {}).get("success_ci95") or [None, None]
+    return {
+        "name": name,
+        "decoder": offline.get("decoder"),
+        "offline_speedup": offline.get("speedup"),
+        "action_mse": offline.get("action_mse"),
+        "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
+        "token_agreement": offline.get("token_agreement"),
+        "mean_accepted_layers": offline.get("mean_accepted_layers"),
+        "mean_decoded_layers": offline.get("mean_decoded_layers"),
+        "mean_main_steps": offline.get("mean_main_steps"),
+        "latency_p50_ms": offline.get("latency_p50_ms"),
+        "main_only_latency_p50_ms": offline.get("main_only_latency_p50_ms"),
+        "offline_frontier": on_frontier,
+        "libero_episodes": (libero or {}).get("episodes"),
+        "success_rate": (libero or {}).get("success_rate"),
+        "success_ci_low": ci[0],
+        "success_ci_high": ci[1],
+        "libero_speedup": (libero or {}).get("speedup"),
+        "libero_decode_p50_ms": (libero or {}).get("latency_p50_ms"),
+        "libero_main_only_p50_ms": (libero or {}).get("main_only_latency_p50_ms"),
+        "libero_mean_accepted_layers": (libero or {}).get("mean_accepted_layers"),
+    }
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if not _finite(value) else f"{value:{spec}}{suffix}"
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (
+        "| setting | offline speedup (b=1) | action MSE | MSE vs main-only | decoded layers | "
+        "accepted layers | offline frontier | LIBERO success [95% CI] | LIBERO speedup |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        success = (
+            "-"
+            if r["success_rate"] is None
+            else f"{100 * r['success_rate']:.0f}% [{100 * r['success_ci_low']:.0f}, "
+            f"{100 * r['success_ci_high']:.0f}] (n={r['libero_episodes']})"
+        )
+        lines.append(
+            f"| {r['name']} | {_fmt(r['offline_speedup'], '.2f', 'x')} | {_fmt(r['action_mse'], '.4f')} "
+            f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
+            f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
+            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Two panels: LIBERO success (95% CI bars) vs LIBERO decoder speedup; offline action MSE vs speedup."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(13, 5))
+    for r in rows:
+        if _finite(r["success_rate"]) and _finite(r["libero_speedup"]):
+            low, high = (
+                r["success_rate"] - r["success_ci_low"],
+                r["success_ci_high"] - r["success_rate"],
+            )
+            ax_s.errorbar(
+                r["libero_speedup"], r["success_rate"], yerr=[[low], [high]], fmt="o", capsize=3
+            )
+            ax_s.annotate(
+                r["name"],
+                (r["libero_speedup"], r["success_rate"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+        if _finite(r["offline_speedup"]) and _finite(r["action_mse"]):
+            color = "tab:red" if r["offline_frontier"] else "tab:blue"
+            ax_e.scatter(r["offline_speedup"], r["action_mse"], color=color)
+            ax_e.annotate(
+                r["name"],
+                (r["offline_speedup"], r["action_mse"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=6,
+            )
+    ax_s.set_xlabel("decoder speedup vs main-only (LIBERO, batch 1, same inputs)")
+    ax_s.set_ylabel("LIBERO success rate (95% Wilson CI)")
+    ax_s.set_title("success vs speed")
+    ax_e.set_xlabel("decoder speedup vs main-only (offline, held-out rows)")
+    ax_e.set_ylabel("action MSE vs ground truth (normalized)")
+    ax_e.set_yscale("log")
+    ax_e.set_title("action error vs speed (red: offline frontier)")
+    for ax in (ax_s, ax_e):
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_docs_section(path: Path, body: str) -> None:
+    """Replace (or append) the ``## Frontier`` section of a markdown file."""
+    lines = path.read_text().splitlines() if path.exists() else ["# Results"]
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+    except StopIteration:
+        start = end = len(lines)
+        lines.append("")
+    new = lines[:start] + [SECTION, "", *body.strip().splitlines(), ""] + lines[end:]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(new).rstrip("\n") + "\n")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def run_frontier(cfg: DictConfig) -> dict:
+    """All stages; returns ``{"rows": [...], "csv": ..., "png": ..., "md": ...}``."""
+    fr = cfg.frontier
+    work = Path(fr.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(fr, work / "frontier.yaml")
+    train_context_draft(cfg)
+    names = [str(n) for n in fr.settings]
+    offline = {name: run_offline_point(cfg, name) for name in names}
+    rows = [row_for(n, offline[n], None, False) for n in names]
+    on = frontier_flags([{"speedup": r["offline_speedup"], "error": r["action_mse"]} for r in rows])
+    libero_names = choose_libero_points(rows, fr.libero) if fr.libero.enabled else []
+    log.info("LIBERO points: %s", ", ".join(libero_names) or "none")
+    libero = {}
+    for name in libero_names:
+        libero[name] = run_libero_point(cfg, name)
+        report(cfg, names, offline, libero, on)  # the table grows as points finish
+    return report(cfg, names, offline, libero, on)
+
+
+def report(cfg, names, offline, libero, on) -> dict:
+    fr = cfg.frontier
+    work = Path(fr.work_dir)
+    # LIBERO points from earlier runs of the same work_dir count too
+    for name in names:
+        if name not in libero:
+            found = _read(libero_summary_path(cfg, name))
+            if found:
+                libero[name] = found
+    rows = [row_for(n, offline[n], libero.get(n), flag) for n, flag in zip(names, on, strict=True)]
+    write_csv(rows, work / "frontier.csv")
+    plot(rows, work / "frontier.png")
+    table = markdown(rows)
+    (work / "frontier.md").write_text(table + "\n")
+    if fr.get("docs"):  # the figure and the CSV go beside the docs page, which links them
+        docs = Path(fr.docs)
+        for name in ("frontier.csv", "frontier.png"):
+            shutil.copyfile(work / name, docs.parent / name)
+        figure = "\n![speedup vs success and action error](frontier.png) (data: [frontier.csv](frontier.csv))\n"
+        write_docs_section(
+            docs, FRONTIER_NOTE.format(command=fr.command) + "\n" + table + "\n" + figure
+        )
+    return {
+        "rows": rows,
+        "csv": str(work / "frontier.csv"),
+        "png": str(work / "frontier.png"),
+        "md": str(work / "frontier.md"),
+    }
+
+
+FRONTIER_NOTE = """Written by `{command}` (a rerun skips finished points). Offline: held-out rows of the
+quickstart store at batch 1, each setting timed side by side with greedy main-only (speedup =
+median main-only call / median call). LIBERO: libero_object, all 10 tasks, initial states from
+`frontier.libero.first_trial` on, success with 95% Wilson intervals; speedup measured on the
+same hidden states as main-only, chunk by chunk. `offline frontier`: no other setting is at
+least as fast with a lower action error.
+"""

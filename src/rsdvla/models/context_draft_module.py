@@ -1,0 +1,92 @@
+"""ContextDraftModule: trains a :class:`ContextDraft` on a frozen main model's context state.
+
+The main checkpoint (``teacher_ckpt``, required) provides both the input (its context state,
+computed under ``no_grad``) and, by default, the targets (its greedy codes: what acceptance
+compares with). ``train.py`` records that checkpoint's content hash in the lineage, and
+``load_stack`` refuses to pair the draft with any other main.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rsdvla.models.context_draft import ContextDraft, ContextDraftConfig
+from rsdvla.models.draft_module import greedy_layers
+from rsdvla.models.head_module import CodeHeadModule
+from rsdvla.models.main import MainModel
+
+
+class ContextDraftModule(CodeHeadModule):
+    """``batch = {"hidden": [B, H], "tokens": [B, L, N]}``; loss over layers ``0..k-1``.
+
+    Args:
+        context_draft: ``ContextDraftConfig`` fields; ``context_dim`` must equal the teacher's ``d_model``.
+        teacher_ckpt: the main checkpoint whose context the draft reads (``python train.py model=main``).
+        targets: ``teacher`` (main's greedy codes, default) or ``data`` (the ground-truth codes).
+    """
+
+    TARGETS = ("teacher", "data")
+
+    def __init__(
+        self,
+        context_draft: dict,
+        optimizer: Callable,
+        teacher_ckpt: str,
+        scheduler: Callable | None = None,
+        action_stats: dict | None = None,
+        targets: str = "teacher",
+    ):
+        super().__init__(context_draft["num_draft_layers"], optimizer, scheduler)
+        if targets not in self.TARGETS:
+            raise ValueError(
+                f"model.module.targets={targets!r} must be one of {self.TARGETS} (conf/model/context_draft.yaml)"
+            )
+        if not teacher_ckpt:
+            raise ValueError(
+                "model.module.teacher_ckpt is required: the main checkpoint whose context the draft reads "
+                "(e.g. model.module.teacher_ckpt=outputs/artifacts/<data>/main.ckpt)"
+            )
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.hparams["kind"] = "context_draft"
+        self.model = ContextDraft(ContextDraftConfig(**context_draft))
+        self.teacher_ckpt, self.targets_from = teacher_ckpt, targets
+        teacher = MainModel.from_checkpoint(teacher_ckpt)
+        cfg = self.model.config
+        for field, mine, theirs in (
+            ("context_dim", cfg.context_dim, teacher.config.d_model),
+            ("tokens_per_layer", cfg.tokens_per_layer, teacher.config.tokens_per_layer),
+            ("levels", cfg.levels, teacher.config.levels),
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"{teacher_ckpt}: teacher main has {'d_model' if field == 'context_dim' else field}={theirs} "
+                    f"but model.module.context_draft.{field}={mine}; set it to {theirs}"
+                )
+        teacher.requires_grad_(False)
+        self._teacher = [teacher]  # a list: not a submodule, so not saved with the draft
+
+    @property
+    def teacher(self) -> MainModel:
+        return self._teacher[0]
+
+    def on_fit_start(self) -> None:  # no input standardizer of its own: main's is used
+        datamodule = getattr(self.trainer, "datamodule", None)
+        teacher = self.teacher.to(self.device)
+        if datamodule is None or self.targets_from != "teacher":
+            return
+        for dataset in (datamodule.train_set, datamodule.val_set):
+            hidden = dataset.fields["hidden"].to(self.device)
+            k = self.model.num_draft_layers
+            dataset.fields["teacher"] = greedy_layers(teacher, hidden, k).cpu()
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            ctx = self.teacher.context(batch["hidden"].float())
+        return self.model(ctx)
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        if "teacher" in batch:
+            return batch["teacher"]
+        return batch["tokens"][:, : self.model.num_draft_layers]

@@ -1,0 +1,93 @@
+"""Per-episode decoder seeding: an episode's actions do not depend on the episodes run before it.
+
+A sampled RSD decoder with a private generator (``decoder.acceptance.seed``) runs through the
+LIBERO runner with the fake env of test_libero_runner: the episode (task 0, trial 1) run alone
+in a fresh directory (as a resumed evaluation would) must give the same actions as when it
+follows trial 0 in one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_libero_runner import FakeEnvs, settings
+from test_policy import NORMALIZER, FakeBackbone
+
+from rsdvla.decoding import MainOnlyDecoder, SamplingAcceptance, SpeculativeDecoder
+from rsdvla.evaluation.libero_runner import LiberoRunner
+from rsdvla.models import DraftModel, MainModel
+from rsdvla.policy import RSDPolicy
+from rsdvla.tokenizer import RFSQTokenizer
+
+H = 6  # FakeBackbone's width
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class LoggingPolicy(RSDPolicy):
+    """Keeps every chunk of every episode (a new list per ``reset``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.episodes: list[list[np.ndarray]] = []
+
+    def reset(self):
+        super().reset()
+        self.episodes.append([])
+
+    def predict_action_chunk(self, obs_batch):
+        chunk = super().predict_action_chunk(obs_batch)
+        self.episodes[-1].append(chunk.copy())
+        return chunk
+
+
+def sampled_policy(seeded: bool = True) -> LoggingPolicy:
+    torch.manual_seed(0)
+    main = MainModel(
+        hidden_dim=H,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        num_code_layers=3,
+        tokens_per_layer=16,
+        levels=5,
+    )
+    draft = DraftModel(
+        hidden_dim=H, d_model=16, n_heads=2, num_draft_layers=2, tokens_per_layer=16, levels=5
+    )
+    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=2, num_layers=3, levels=5, hidden=8)
+    rule = SamplingAcceptance(temperature=1.0, seed=3)
+    decoder = SpeculativeDecoder(main.eval(), draft.eval(), tokenizer.eval(), rule)
+    policy = LoggingPolicy(
+        FakeBackbone(), decoder, NORMALIZER, baseline=MainOnlyDecoder(main, tokenizer)
+    )
+    if not seeded:
+        policy.seed_episode = lambda seed: None  # what the runner did before per-episode seeding
+    return policy
+
+
+def run(tmp_path, name: str, policy, first_trial: int, trials: int) -> list[list[np.ndarray]]:
+    runner = LiberoRunner(
+        settings(task_ids=(0,), trials=trials, first_trial=first_trial, max_steps=24),
+        tmp_path / name,
+        envs=FakeEnvs(),
+    )
+    runner.run(policy)
+    return policy.episodes
+
+
+def test_an_episode_run_alone_equals_the_same_episode_after_another(tmp_path):
+    both = run(tmp_path, "both", sampled_policy(), first_trial=0, trials=2)
+    alone = run(tmp_path, "alone", sampled_policy(), first_trial=1, trials=1)
+    assert len(both) == 2 and len(alone) == 1 and len(alone[0]) == 3  # 24 steps = 3 chunks
+    np.testing.assert_array_equal(np.stack(alone[0]), np.stack(both[1]))
+    # the two episodes do sample differently (the check above is not trivially true)
+    assert not np.array_equal(np.stack(both[0]), np.stack(both[1]))
+
+
+def test_without_per_episode_seeding_the_episode_depends_on_history(tmp_path):
+    """The defect being guarded against: one generator running across episodes."""
+    both = run(tmp_path, "both", sampled_policy(seeded=False), first_trial=0, trials=2)
+    alone = run(tmp_path, "alone", sampled_policy(seeded=False), first_trial=1, trials=1)
+    assert not np.array_equal(np.stack(alone[0]), np.stack(both[1]))

@@ -1,0 +1,163 @@
+"""The frontier experiment: selection of frontier points, the offline pass over every setting on
+tiny checkpoints, its CSV / PNG / markdown, and a rerun that skips finished points."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import CONF_DIR
+from helpers_ckpt import write_tiny_checkpoints
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from rsdvla.evaluation import frontier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_frontier_flags_by_hand():
+    points = [
+        {"speedup": 1.0, "error": 0.010},  # reference: nothing faster is better
+        {"speedup": 2.0, "error": 0.011},  # faster, slightly worse: on
+        {"speedup": 1.5, "error": 0.012},  # dominated by the 2.0x point (faster and better)
+        {"speedup": 3.0, "error": 0.100},  # fastest: on
+        {"speedup": 0.8, "error": 0.020},  # slower and worse than the reference
+        {"speedup": float("nan"), "error": 0.0},  # unmeasured: never on
+    ]
+    assert frontier.frontier_flags(points) == [True, True, False, True, False, False]
+    # near (25%): 0.012 is within 25% of the 2.0x point's 0.011
+    assert frontier.frontier_flags(points, near=0.25) == [True, True, True, True, False, False]
+
+
+def test_libero_points_always_include_the_reference_then_fastest_near_frontier():
+    rows = [
+        {"name": "main_only", "offline_speedup": 1.0, "action_mse": 0.01},
+        {"name": "m3", "offline_speedup": 2.5, "action_mse": 0.011},
+        {"name": "rsd", "offline_speedup": 1.2, "action_mse": 0.0105},
+        {"name": "m1", "offline_speedup": 5.0, "action_mse": 0.5},
+    ]
+    cfg = {"always": ["main_only"], "near": 0.0, "max_points": 3, "exclude": []}
+    from omegaconf import OmegaConf
+
+    # all four are on the frontier; after `always`, the most accurate come first
+    chosen = frontier.choose_libero_points(rows, OmegaConf.create(cfg))
+    assert chosen == ["main_only", "rsd", "m3"]
+    cfg["exclude"] = ["rsd"]
+    assert frontier.choose_libero_points(rows, OmegaConf.create(cfg)) == ["main_only", "m3", "m1"]
+    rows.append(
+        {"name": "slow", "offline_speedup": 0.9, "action_mse": 0.0104}
+    )  # dominated, but near
+    cfg.update(exclude=[], max_points=6)
+    assert frontier.choose_libero_points(rows, OmegaConf.create(cfg))[-1] == "m1"
+    cfg.update(near=0.1)
+    assert frontier.choose_libero_points(rows, OmegaConf.create(cfg))[-1] == "slow"
+
+
+def test_offline_frontier_runs_every_setting_and_a_rerun_skips_them(
+    tmp_path, synthetic_store, monkeypatch
+):
+    ckpts = write_tiny_checkpoints(tmp_path / "artifacts", hidden_dim=32)
+    docs = tmp_path / "results.md"
+    docs.write_text("# Results\n\n## Other\n\nkept\n")
+    overrides = [
+        "experiment=frontier",
+        f"frontier.work_dir={tmp_path / 'frontier'}",
+        f"frontier.artifacts={tmp_path / 'artifacts'}",
+        f"frontier.store={synthetic_store}",
+        f"frontier.context_draft={ckpts['draft']}",  # exists: no training in this test
+        f"frontier.docs={docs}",
+        "frontier.libero.enabled=false",
+    ]
+    settings = {
+        "main_only": ["decoder=main_only"],
+        "main_only_m2": ["decoder=main_only", "decoder.depth=2"],
+        "rsd_exact": ["decoder=rsd"],
+        "rsd_corr0": [
+            "decoder=rsd",
+            "decoder/acceptance=agreement_corrected",
+            "decoder.acceptance.threshold=0.0",
+        ],
+        "draft_only": ["decoder=draft_only"],
+    }
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name="evaluate", overrides=overrides)
+        with open_dict(cfg):
+            cfg.frontier.settings = settings
+            cfg.frontier.offline = ["env.batch_size=1", "env.max_batches=6", "env.warmup=1"]
+            cfg.paths.output_dir = str(tmp_path / "run")
+        result = frontier.run_frontier(cfg)
+        rows = {r["name"]: r for r in csv.DictReader(open(result["csv"]))}
+        assert set(rows) == set(settings)
+        assert float(rows["main_only"]["action_mse_vs_main_only"]) == 0.0
+        assert float(rows["rsd_exact"]["action_mse_vs_main_only"]) == 0.0  # exact = main-only
+        assert float(rows["main_only_m2"]["mean_decoded_layers"]) == 2.0
+        assert float(rows["draft_only"]["mean_main_steps"]) == 0.0
+        summary = json.loads((tmp_path / "frontier/main_only_m2/offline/summary.json").read_text())
+        assert summary["overrides"] == settings["main_only_m2"]
+        text = docs.read_text()
+        assert "## Frontier" in text and "| main_only_m2 |" in text and "kept" in text
+        assert "](frontier.png)" in text and (tmp_path / "frontier.png").exists()
+        assert (tmp_path / "frontier.csv").read_text() == (
+            tmp_path / "frontier/frontier.csv"
+        ).read_text()
+        # a rerun of the same command evaluates nothing again
+        import rsdvla.evaluation.offline as offline
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a finished point was evaluated again")
+
+        monkeypatch.setattr(offline, "run_offline", refuse)
+        again = frontier.run_frontier(cfg)
+    assert [r["name"] for r in again["rows"]] == list(settings)
+    assert (tmp_path / "frontier/frontier.png").stat().st_size > 10_000
+
+
+def test_libero_point_summary_counts_only_the_planned_episodes(tmp_path):
+    """Episodes of a larger earlier plan in the same files stay on disk but out of the numbers."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "frontier": {
+                "libero": {
+                    "suite": "libero_object",
+                    "task_ids": [0, 1],
+                    "trials": 2,
+                    "first_trial": 25,
+                }
+            }
+        }
+    )
+    run_dir = tmp_path / "libero"
+    run_dir.mkdir()
+
+    def record(task, trial, success):
+        return json.dumps(
+            {
+                "suite": "libero_object",
+                "task_id": task,
+                "trial": trial,
+                "success": success,
+                "steps": 9,
+                "instruction": "i",
+            }
+        )
+
+    shard0 = [
+        record(0, 25, True),
+        record(0, 26, False),
+        record(0, 27, True),
+    ]  # trial 27: not planned
+    shard1 = [record(1, 25, True)]
+    (run_dir / "episodes.shard0of2.jsonl").write_text("\n".join(shard0) + "\n")
+    (run_dir / "episodes.shard1of2.jsonl").write_text("\n".join(shard1) + "\n")
+    summary = frontier.merge_planned(cfg, run_dir)
+    assert summary["episodes"] == 3 and summary["successes"] == 2 and summary["complete"] is False
+    (run_dir / "episodes.shard1of2.jsonl").write_text(
+        "\n".join([*shard1, record(1, 26, True)]) + "\n"
+    )
+    summary = frontier.merge_planned(cfg, run_dir)
+    assert summary["episodes"] == 4 and summary["successes"] == 3 and summary["complete"] is True
+    assert json.loads((run_dir / "summary.json").read_text())["episodes"] == 4
