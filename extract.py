@@ -4,10 +4,12 @@ python extract.py backbone=state demos=data/sample/libero_object out=outputs/sto
 python extract.py backbone=openvla_oft demos=/path/to/libero_spatial_no_noops out=/path/store.h5 batch_size=32
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from rsdvla.cli import one_line_errors
+from rsdvla.cli import check_run_dir, one_line_errors
 from rsdvla.extract import run
 
 
@@ -19,4 +21,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_run_dir(sys.argv[1:])  # a read-only hydra.run.dir: one line, not a Hydra traceback
     main()

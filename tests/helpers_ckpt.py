@@ -31,12 +31,21 @@ TINY_ACTION_STATS = {
 }
 
 
-def _save(module, path: Path, drop_stats: bool) -> Path:
+def _save(module, path: Path, drop_stats: bool, lineage: dict | None = None) -> Path:
+    """Save as Lightning does, with the lineage and content hash ``train.py`` records."""
+    from rsdvla.checkpoints import stamp
+
     hparams = dict(module.hparams)
     if drop_stats:
         hparams.pop("action_stats", None)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams}, path)
+    if lineage is not None:
+        hparams["lineage"] = lineage
+    torch.save(stamp({"state_dict": module.state_dict(), "hyper_parameters": hparams}), path)
     return path
+
+
+def store_lineage(hidden_dim: int, backbone: str = "synthetic") -> dict:
+    return {"path": "store.h5", "backbone": backbone, "hidden_dim": hidden_dim, "chunk_size": 8}
 
 
 def write_tiny_checkpoints(
@@ -46,12 +55,18 @@ def write_tiny_checkpoints(
     seed: int = 0,
     with_stats: bool = True,
     main_levels: int | None = None,
+    lineage: bool = True,
+    backbone: str = "synthetic",
+    draft_backbone: str | None = None,
 ) -> dict[str, Path]:
     """Write ``tokenizer.ckpt``, ``main.ckpt``, ``draft.ckpt`` into ``folder``; returns their paths.
 
     ``with_stats=False`` drops ``action_stats`` from all three; ``main_levels`` gives the main
     model a different K than the tokenizer (a mismatch ``load_stack`` must reject).
+    Main and draft record the tokenizer's content hash and a store of ``backbone`` (the draft's:
+    ``draft_backbone``) as ``train.py`` does; ``lineage=False`` writes pre-lineage checkpoints.
     """
+    from rsdvla.checkpoints import checkpoint_content_hash
     from rsdvla.models.draft_module import DraftModule
     from rsdvla.models.main_module import MainModule
     from rsdvla.tokenizer.module import TokenizerModule
@@ -84,12 +99,31 @@ def write_tiny_checkpoints(
         "levels": tok["levels"],
         "dropout": 0.0,
     }
-    return {
+    paths = {
         "tokenizer": _save(
             TokenizerModule(tokenizer=dict(tok), **common),
             folder / "tokenizer.ckpt",
             not with_stats,
-        ),
-        "main": _save(MainModule(main=main, **common), folder / "main.ckpt", not with_stats),
-        "draft": _save(DraftModule(draft=draft, **common), folder / "draft.ckpt", not with_stats),
+            {"store": store_lineage(hidden_dim, backbone)} if lineage else None,
+        )
     }
+    tok_lineage = {
+        "path": str(paths["tokenizer"]),
+        "content_hash": checkpoint_content_hash(paths["tokenizer"]),
+    }
+
+    def lineage_of(store_backbone: str) -> dict | None:
+        if not lineage:
+            return None
+        return {"store": store_lineage(hidden_dim, store_backbone), "tokenizer": tok_lineage}
+
+    paths["main"] = _save(
+        MainModule(main=main, **common), folder / "main.ckpt", not with_stats, lineage_of(backbone)
+    )
+    paths["draft"] = _save(
+        DraftModule(draft=draft, **common),
+        folder / "draft.ckpt",
+        not with_stats,
+        lineage_of(draft_backbone or backbone),
+    )
+    return paths

@@ -17,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rsdvla.backbones import StateBackbone, TinyVLABackbone
+from rsdvla.backbones.preprocessing import policy_images
 from rsdvla.data.libero_demos import DemoError, action_chunks, write_demo_file
 from rsdvla.data.normalization import ActionNormalizer
 from rsdvla.data.store import HiddenStateStore, StoreError, partial_path
@@ -145,8 +146,8 @@ def test_extract_tiny_backbone_matches_direct_encoding(tmp_path):
 
     demo = raw[2]  # third episode, second file
     obs = {
-        "primary": demo["agentview_rgb"][1:2],
-        "wrist": demo["eye_in_hand_rgb"][1:2],
+        "primary": policy_images(demo["agentview_rgb"][1:2]),  # what the demo reader gives
+        "wrist": policy_images(demo["eye_in_hand_rgb"][1:2]),
         "instruction": ["put the bowl on the plate"],
     }
     expected = TinyVLABackbone().encode(obs).numpy()[0]
@@ -256,8 +257,8 @@ def test_killed_extraction_process_resumes(tmp_path):
     # rows written by the killed process equal what a fresh encoding gives
     row = int(np.flatnonzero((data["episode"] == 0) & (data["step"] == 5))[0])
     obs = {
-        "primary": raw[0]["agentview_rgb"][5:6],
-        "wrist": raw[0]["eye_in_hand_rgb"][5:6],
+        "primary": policy_images(raw[0]["agentview_rgb"][5:6]),
+        "wrist": policy_images(raw[0]["eye_in_hand_rgb"][5:6]),
         "instruction": ["pick up the ketchup and place it in the basket"],
     }
     torch.testing.assert_close(

@@ -9,38 +9,49 @@ from rsdvla import quickstart
 from rsdvla.evaluation.quickstart_report import collect_rows
 
 
-def test_plan_runs_every_stage_with_isolated_artifacts(tmp_path):
-    cfg = compose_config("quickstart", [f"work_dir={tmp_path}"], tmp_path)
+def test_plan_publishes_where_evaluate_looks_by_default(tmp_path):
+    cfg = compose_config("quickstart", [f"work_dir={tmp_path}", "paths.root_dir=/r"], tmp_path)
     stages = quickstart.plan(cfg)
     names = [s.name for s in stages]
     assert names[:4] == ["extract", "train_tokenizer", "train_main", "train_draft"]
     assert {"offline_main_only", "libero_rsd_exact", "libero_rsd_agreement"} <= set(names)
     for stage in stages[1:]:
-        assert f"paths.artifacts_dir={tmp_path}/artifacts" in stage.overrides
+        assert "paths.artifacts_dir=/r/outputs/artifacts/sample" in stage.overrides
+    draft = next(s for s in stages if s.name == "train_draft")
+    assert "model.module.teacher_ckpt=/r/outputs/artifacts/sample/main.ckpt" in draft.overrides
+    # `python evaluate.py decoder=rsd trials=50`, as written, reads those checkpoints in LIBERO
+    evaluate = compose_config(
+        "evaluate", ["decoder=rsd", "trials=50", "paths.root_dir=/r"], tmp_path
+    )
+    assert evaluate.env.kind == "libero" and evaluate.trials == 50
+    assert evaluate.ckpt.main == "/r/outputs/artifacts/sample/main.ckpt"
+    assert evaluate.data.path == cfg.store.replace("${paths.root_dir}", "/r")
     libero = next(s for s in stages if s.name == "libero_rsd_agreement")
     assert (
         "env=libero" in libero.overrides and "decoder.acceptance.threshold=0.7" in libero.overrides
     )
+    assert "eval.restart=true" in libero.overrides
 
 
-def test_finished_stage_is_skipped_and_a_failure_names_the_stage(tmp_path, monkeypatch):
-    done = quickstart.Stage("train_main", "train.py", [])
-    (tmp_path / "train_main").mkdir()
-    (tmp_path / "train_main" / ".done").write_text("x")
-    assert quickstart.run_stage(done, tmp_path, force=False) == 0.0
+def test_finished_stage_is_skipped_unless_its_command_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(quickstart, "ROOT", tmp_path)
+    (tmp_path / "ok.py").write_text("print('fine')\n")
+    stage = quickstart.Stage("train_main", "ok.py", ["a=1"])
+    assert quickstart.run_stage(stage, tmp_path, force=False) > 0
+    assert quickstart.run_stage(stage, tmp_path, force=False) == 0.0  # same command: skipped
+    changed = quickstart.Stage("train_main", "ok.py", ["a=2"])
+    assert quickstart.run_stage(changed, tmp_path, force=False) > 0  # other settings: runs again
+    assert "a=2" in (tmp_path / "train_main" / ".done").read_text()
+
+
+def test_a_failure_names_the_stage_and_leaves_no_marker(tmp_path, monkeypatch):
+    import pytest
 
     monkeypatch.setattr(quickstart, "ROOT", tmp_path)
     (tmp_path / "fail.py").write_text("import sys; sys.exit(3)\n")
-    (tmp_path / "ok.py").write_text("print('fine')\n")
-    try:
+    with pytest.raises(RuntimeError, match="`boom` failed \\(exit 3\\)"):
         quickstart.run_stage(quickstart.Stage("boom", "fail.py", []), tmp_path, force=False)
-    except RuntimeError as err:
-        assert "`boom` failed (exit 3)" in str(err)
-    else:
-        raise AssertionError("a failing stage must raise")
     assert not (tmp_path / "boom" / ".done").exists()
-    assert quickstart.run_stage(quickstart.Stage("fine", "ok.py", []), tmp_path, force=False) > 0
-    assert (tmp_path / "fine" / ".done").read_text().startswith(str(tmp_path / "ok.py"))
 
 
 def test_report_merges_offline_and_libero_summaries(tmp_path):

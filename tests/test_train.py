@@ -24,6 +24,7 @@ TINY = {
         "model.module.main.n_heads=2",
     ],
     "draft": ["model.module.draft.d_model=32", "model.module.draft.n_heads=2"],
+    "context_draft": [],
 }
 
 
@@ -121,6 +122,67 @@ def test_checkpoint_errors_name_file_and_producer(tmp_path):
         MainModel.from_checkpoint(tmp_path / "d.ckpt")
 
 
+def test_checkpoints_record_their_lineage(tmp_path, synthetic_store, tokenizer_ckpt):
+    """Every checkpoint (last.ckpt too) carries its content hash; main records tokenizer and store."""
+    from rsdvla.checkpoints import checkpoint_content_hash
+
+    metrics = _train(
+        tmp_path, synthetic_store, "main", "trainer.max_epochs=1", "trainer.limit_train_batches=2"
+    )
+    ckpt = load_checkpoint(metrics["exported"], kind="main")
+    lineage = ckpt["hyper_parameters"]["lineage"]
+    assert lineage["tokenizer"] == {
+        "path": str(tokenizer_ckpt),
+        "content_hash": checkpoint_content_hash(tokenizer_ckpt),
+    }
+    assert lineage["store"] == {
+        "path": str(synthetic_store),
+        "backbone": "synthetic",
+        "hidden_dim": 32,
+        "chunk_size": 8,
+        "samples": 12 * 24,
+    }
+    last = tmp_path / "run_main" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["content_hash"] == checkpoint_content_hash(last)
+
+
+def test_teacher_from_another_backbone_store_is_refused(tmp_path, synthetic_store, tokenizer_ckpt):
+    """Issue 9: heads trained on other pooling/attention than this store's are caught at train time."""
+    import h5py
+
+    main = _train(
+        tmp_path, synthetic_store, "main", "trainer.max_epochs=1", "trainer.limit_train_batches=2"
+    )
+    pooled = write_synthetic_store(tmp_path / "pooled.h5")
+    with h5py.File(pooled, "a") as f:
+        f.attrs["backbone"] = "synthetic|pool=mean"
+    with pytest.raises(
+        CheckpointError, match=r"teacher main .* backbone synthetic but data\.path="
+    ):
+        _train(
+            tmp_path,
+            pooled,
+            "draft",
+            "debug=fdr",
+            f"model.module.teacher_ckpt={main['exported']}",
+        )
+
+
+def test_bad_resume_and_split_values_fail_in_one_line(tmp_path, synthetic_store, tokenizer_ckpt):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(tokenizer_ckpt.read_bytes()[:5000])
+    with pytest.raises(
+        CheckpointError, match=r"truncated\.ckpt: not a readable checkpoint.*ckpt_path"
+    ):
+        _train(tmp_path, synthetic_store, "tokenizer", "debug=fdr", f"ckpt_path={truncated}")
+    with pytest.raises(
+        CheckpointError, match=r"ckpt_path is a tokenizer checkpoint but this run trains model=main"
+    ):
+        _train(tmp_path, synthetic_store, "main", "debug=fdr", f"ckpt_path={tokenizer_ckpt}")
+    with pytest.raises(ValueError, match=r"data\.val_fraction=0 leaves no validation episodes"):
+        _train(tmp_path, synthetic_store, "tokenizer", "debug=fdr", "data.val_fraction=0")
+
+
 def test_train_py_runs_from_the_command_line(tmp_path, synthetic_store):
     cmd = [
         sys.executable,
@@ -157,7 +219,7 @@ def test_draft_distills_from_a_main_checkpoint(tmp_path, synthetic_store, tokeni
         assert torch.equal(codes[:, layer].long(), prev)
     narrow = write_synthetic_store(tmp_path / "narrow.h5", hidden_dim=16)
     with pytest.raises(
-        CheckpointError, match="teacher main has hidden_dim=32 but the draft has 16"
+        CheckpointError, match=r"teacher main has hidden_dim=32 but draft\.hidden_dim=16"
     ):
         _train(
             tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 # Errors that carry a complete message (file, field, fix) for the user.
 USER_ERRORS = (ValueError, OSError, RuntimeError, KeyError, ImportError)
@@ -28,6 +29,34 @@ def one_line_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def writable_ancestor(path: Path) -> Path:
+    """The nearest existing folder at or above ``path`` (where creating ``path`` starts)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_run_dir(argv: list[str]) -> None:
+    """Before Hydra starts: a ``hydra.run.dir``/``hydra.sweep.dir`` override must be writable.
+
+    Hydra writes ``.hydra/`` there before the task runs and reports a failure as a traceback;
+    this prints one line and exits 2 instead.
+    """
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in ("hydra.run.dir", "hydra.sweep.dir"):
+            continue
+        where = writable_ancestor(Path(value))
+        if not os.access(where, os.W_OK) or not where.is_dir():
+            print(
+                f"error: {where}: not writable, so {key}={value} cannot hold the run; pass a writable "
+                f"{key}=<dir> or fix the permissions",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def build(config, **kwargs):

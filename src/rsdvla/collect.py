@@ -119,7 +119,13 @@ def run_episode(
 def _load_progress(partial: Path) -> dict:
     progress_file = partial / "progress.json"
     if progress_file.is_file():
-        return json.loads(progress_file.read_text(encoding="utf-8"))
+        try:
+            return json.loads(progress_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CollectConfigError(
+                f"{progress_file}: damaged (not JSON); rerun with overwrite=true to recollect the task, "
+                f"or delete {partial}"
+            ) from None
     return {"attempts": 0, "successes": 0, "seconds": 0.0}
 
 

@@ -51,6 +51,23 @@ def encode_episode(
     return np.concatenate(parts, axis=0)
 
 
+def fit_statistics(demos: LiberoDemoSet):
+    """Action statistics over all demos; a NaN/inf action is named by file, demo and step."""
+    actions = demos.all_actions()  # demos in ``demos.demos`` order, concatenated
+    bad = np.flatnonzero(~np.isfinite(actions).all(axis=1))
+    if len(bad):
+        offsets = np.cumsum([0] + [ref.length for ref in demos.demos])
+        index = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        ref = demos.demos[index]
+        raise StoreError(
+            f"{ref.path}: data/{ref.demo}/actions step {int(bad[0] - offsets[index])} is NaN or inf "
+            f"({len(bad)} such steps in all); fix or remove that demo, or point `demos` at clean files"
+        )
+    from rsdvla.data.normalization import ActionNormalizer
+
+    return ActionNormalizer.fit(actions)
+
+
 def _check_resume(writer: HiddenStateStoreWriter, stats: dict, sources: list[str]) -> None:
     """A resumed .partial must have been started from the same demos (same statistics and files)."""
     recorded = {
@@ -61,7 +78,7 @@ def _check_resume(writer: HiddenStateStoreWriter, stats: dict, sources: list[str
         if recorded[key] != mine:
             raise StoreError(
                 f"{writer.partial}: attribute `{key}` differs from this run's demos; rerun with the same `demos` "
-                "or delete the .partial file to start over"
+                "or start over with overwrite=true"
             )
 
 
@@ -72,10 +89,12 @@ def run(cfg: DictConfig) -> dict:
     ``chunk_size``, ``max_episodes`` (stop after this many newly written episodes, leaving the
     ``.partial`` to resume; null = all), ``overwrite`` (recompute a finished store), ``progress``.
     """
-    if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size is {cfg.batch_size}; set batch_size>=1")
+    for field in ("batch_size", "chunk_size"):  # checked before any file is created
+        if int(cfg[field]) < 1:
+            raise ValueError(f"extract: {field}={cfg[field]}; set {field}>=1 (e.g. {field}=8)")
     out = Path(str(cfg.out))
-    if out.exists() and not cfg.get("overwrite", False):
+    overwrite = bool(cfg.get("overwrite", False))
+    if out.exists() and not overwrite:
         store = HiddenStateStore(out)
         log.info(
             "%s already exists (%d samples); set overwrite=true to extract again", out, len(store)
@@ -87,15 +106,12 @@ def run(cfg: DictConfig) -> dict:
             "samples_per_second": 0.0,
             "path": str(out),
         }
-    if out.exists():
-        out.unlink()
-        partial_path(out).unlink(missing_ok=True)
 
     started = time.perf_counter()
     backbone = build(cfg.backbone)  # openvla_oft without CUDA: its one-line error, unwrapped
     backbone.eval()
     demos = LiberoDemoSet(_demo_sources(cfg.demos), required_obs=backbone.required_obs)
-    normalizer = demos.fit_normalizer()
+    normalizer = fit_statistics(demos)
     stats = normalizer.to_dict()
     sources = [str(p) for p in demos.files]
     log.info(
@@ -108,6 +124,11 @@ def run(cfg: DictConfig) -> dict:
         backbone.hidden_dim,
     )
 
+    if (
+        overwrite and partial_path(out).exists()
+    ):  # start over; a finished `out` stays until replaced
+        log.info("overwrite=true: removing the unfinished %s", partial_path(out))
+        partial_path(out).unlink()
     writer = HiddenStateStoreWriter(
         out,
         backbone.hidden_dim,

@@ -30,11 +30,11 @@ class Stage:
 
 def plan(cfg: DictConfig) -> list[Stage]:
     """The quickstart's stages in order."""
-    # the quickstart keeps its checkpoints to itself, so no other run's artifacts leak in
+    # published where evaluate.py looks by default; lineage (content hashes) refuses a mixed set
     data = [
         f"data.path={cfg.store}",
         f"data.name={cfg.data_name}",
-        f"paths.artifacts_dir={cfg.work_dir}/artifacts",
+        f"paths.artifacts_dir={cfg.artifacts_dir}",
     ]
     stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"])]
     for model, overrides in cfg.train.items():
@@ -50,7 +50,12 @@ def plan(cfg: DictConfig) -> list[Stage]:
     ]
     for name, decoder in cfg.decoders.items():
         stages.append(
-            Stage(f"libero_{name}", "evaluate.py", ["env=libero", *data, *libero, *decoder])
+            # eval.restart: a stage rerun with other settings (a changed command) starts over
+            Stage(
+                f"libero_{name}",
+                "evaluate.py",
+                ["env=libero", *data, *libero, *decoder, "eval.restart=true"],
+            )
         )
     return stages
 
@@ -58,14 +63,17 @@ def plan(cfg: DictConfig) -> list[Stage]:
 def run_stage(stage: Stage, work: Path, force: bool) -> float:
     """Run one stage as a subprocess (output streamed); returns seconds spent (0 when skipped).
 
-    A stage is done when its run directory holds the ``.done`` marker written after it succeeded.
+    A stage is done when its run directory holds the ``.done`` marker written after it succeeded
+    with the same command; a stage whose command changed (other settings) runs again.
     """
     run_dir = work / stage.name
     marker = run_dir / ".done"
-    if marker.exists() and not force:
-        log.info("[%s] done already (%s): skipped", stage.name, marker)
-        return 0.0
     cmd = [sys.executable, str(ROOT / stage.script), *stage.overrides, f"hydra.run.dir={run_dir}"]
+    if marker.exists() and not force:
+        if marker.read_text().strip() == " ".join(cmd[1:]):
+            log.info("[%s] done already (%s): skipped", stage.name, marker)
+            return 0.0
+        log.info("[%s] its command changed since it ran (%s): running it again", stage.name, marker)
     log.info("[%s] %s", stage.name, " ".join(cmd[1:]))
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=Path.cwd())

@@ -11,7 +11,19 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rsdvla.checkpoints import CheckpointError, check_tokenizer_matches
+from rsdvla.checkpoints import (
+    HASH_KEY,
+    LINEAGE,
+    CheckpointError,
+    check_store_backbone,
+    check_tokenizer_matches,
+    check_trained_with,
+    checkpoint_kind,
+    read_checkpoint,
+    require_lineage,
+    stamp,
+    store_identity,
+)
 from rsdvla.cli import build
 
 log = logging.getLogger(__name__)
@@ -36,6 +48,97 @@ def _tokenizer_ckpt(cfg: DictConfig) -> str:
     return str(path)
 
 
+class ContentHashCallback(L.Callback):
+    """Stamps every checkpoint Lightning writes with its content hash (``rsdvla.checkpoints.stamp``)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        stamp(checkpoint)
+
+
+def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | None) -> dict:
+    """``module.hparams["lineage"]``: the store's identity, the tokenizer's and teacher's hashes.
+
+    Refuses (one line naming both files) a teacher trained on another backbone's store or with
+    another tokenizer. Returns the lineage dict.
+    """
+    store = store_identity(datamodule.store)
+    lineage: dict = {"store": store}
+    tokenizer = None
+    if tokenizer_ckpt is not None:
+        from rsdvla.tokenizer import RFSQTokenizer
+
+        tokenizer = RFSQTokenizer.from_checkpoint(tokenizer_ckpt)
+        check_tokenizer_matches(
+            tokenizer.config, module.model.config, tokenizer_ckpt, f"model.module.{cfg.model.name}"
+        )
+        lineage["tokenizer"] = {"path": str(tokenizer_ckpt), HASH_KEY: tokenizer.content_hash}
+    teacher_ckpt = cfg.model.module.get("teacher_ckpt")
+    if teacher_ckpt:
+        from rsdvla.models import MainModel
+
+        teacher = MainModel.from_checkpoint(teacher_ckpt)
+        teacher_store = require_lineage(teacher, "main").get("store") or {}
+        check_store_backbone(
+            teacher_store,
+            store["backbone"],
+            store["hidden_dim"],
+            f"{teacher_ckpt}: teacher main (model.module.teacher_ckpt)",
+            f"data.path={store['path']}",
+            "distill from a main trained on this store's backbone, or re-extract the store with its settings",
+        )
+        if tokenizer is not None:
+            check_trained_with(
+                teacher,
+                "main",
+                "tokenizer",
+                tokenizer_ckpt,
+                tokenizer.content_hash,
+                "tokenizer.ckpt",
+            )
+        lineage["teacher"] = {"path": str(teacher_ckpt), HASH_KEY: teacher.content_hash}
+    module.hparams[LINEAGE] = lineage
+    return lineage
+
+
+def check_resume(path: str, kind: str, lineage: dict) -> None:
+    """``ckpt_path`` must be a readable checkpoint of the same kind, store backbone and tokenizer."""
+    ckpt = read_checkpoint(path, kind, field="ckpt_path")
+    found = checkpoint_kind(ckpt)
+    if found != kind:
+        raise CheckpointError(
+            f"{path}: ckpt_path is a {found} checkpoint but this run trains model={kind}; "
+            f"pass a {kind} run's checkpoints/last.ckpt or drop ckpt_path"
+        )
+    recorded = (ckpt.get("hyper_parameters") or {}).get(LINEAGE) or {}
+    if recorded.get("store"):
+        store = lineage["store"]
+        check_store_backbone(
+            recorded["store"],
+            store["backbone"],
+            store["hidden_dim"],
+            f"{path}: ckpt_path",
+            f"data.path={store['path']}",
+            "resume with the store the run started on, or drop ckpt_path",
+        )
+    mine = (lineage.get("tokenizer") or {}).get(HASH_KEY)
+    theirs = (recorded.get("tokenizer") or {}).get(HASH_KEY)
+    if mine and theirs and mine != theirs:
+        raise CheckpointError(
+            f"{path}: ckpt_path was trained with tokenizer {recorded['tokenizer'].get('path')} but tokenizer.ckpt="
+            f"{lineage['tokenizer']['path']} differs; resume with the same tokenizer.ckpt or drop ckpt_path"
+        )
+
+
+def check_validation(cfg: DictConfig, datamodule) -> None:
+    """The published checkpoint is chosen on ``val/*``: refuse a split without held-out episodes."""
+    datamodule.setup("fit")
+    if len(datamodule.val_set) == 0:
+        raise ValueError(
+            f"data.val_fraction={cfg.data.val_fraction} leaves no validation episodes in {cfg.data.path}, "
+            "so the published checkpoint would be unvalidated; set data.val_fraction in (0, 1) (e.g. 0.1)"
+        )
+
+
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a checkpoint to its published location atomically (temp name, then rename)."""
     dst = Path(dst)
@@ -48,6 +151,11 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns the final metrics (floats) and the exported path."""
+    if OmegaConf.is_missing(cfg.data, "path"):
+        raise ValueError(
+            f"data.path is not set (conf/data/{cfg.data.name}.yaml); pass data.path=<store.h5> written by "
+            "`python extract.py`"
+        )
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = cfg.model
     tokenizer_ckpt = _tokenizer_ckpt(cfg) if model_cfg.needs_tokens else None
@@ -56,23 +164,21 @@ def run(cfg: DictConfig) -> dict:
     )
     module = build(model_cfg.module, action_stats=datamodule.action_stats, _convert_="all")
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
-    if tokenizer_ckpt is not None:
-        from rsdvla.tokenizer import RFSQTokenizer
-
-        check_tokenizer_matches(
-            RFSQTokenizer.from_checkpoint(tokenizer_ckpt).config,
-            module.model.config,
-            tokenizer_ckpt,
-            f"model.module.{model_cfg.name}",
-        )
+    lineage = record_lineage(cfg, module, datamodule, tokenizer_ckpt)
+    if cfg.get("ckpt_path"):
+        check_resume(str(cfg.ckpt_path), module.hparams["kind"], lineage)
+    check_validation(cfg, datamodule)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [
         c
         for c in _instantiate_all(cfg.get("callbacks"))
         if loggers
         or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)  # it needs a logger
-    ]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ] + [ContentHashCallback()]
+    # the datamodule shards its own batches per rank (HiddenStateDataModule._loader)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, use_distributed_sampler=False
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

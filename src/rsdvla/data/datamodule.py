@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
@@ -34,6 +34,54 @@ class _InMemoryBatches(Dataset):
             k: (v[idx].float() if v.dtype == torch.float16 else v[idx])
             for k, v in self.fields.items()
         }
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches of sample indices for one rank: ``list[int]`` of length ``batch_size`` (last may be shorter).
+
+    Every epoch the indices ``0..length-1`` are permuted with a generator seeded by
+    ``(seed, epoch)`` (``shuffle``), padded by wrapping around to a multiple of
+    ``num_replicas`` (every rank runs the same number of steps, as DDP needs) and dealt
+    round-robin: rank ``r`` takes positions ``r, r + R, ...``. The ranks' shards are disjoint
+    apart from that padding. ``set_epoch`` (Lightning calls it) changes the permutation.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: set data.batch_size >= 1")
+        self.length, self.batch_size, self.shuffle, self.seed = length, batch_size, shuffle, seed
+        self.rank, self.num_replicas, self.epoch = rank, num_replicas, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def shard(self) -> torch.Tensor:
+        """This rank's indices for the current epoch, in order."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g)
+        else:
+            order = torch.arange(self.length)
+        per_rank = -(-self.length // self.num_replicas) if self.length else 0
+        padded = per_rank * self.num_replicas
+        if padded > self.length:
+            order = torch.cat([order, order[: padded - self.length]])
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self):
+        yield from (batch.tolist() for batch in self.shard().split(self.batch_size))
+
+    def __len__(self) -> int:
+        per_rank = -(-self.length // self.num_replicas) if self.length else 0
+        return -(-per_rank // self.batch_size)
 
 
 class HiddenStateDataModule(L.LightningDataModule):
@@ -108,10 +156,18 @@ class HiddenStateDataModule(L.LightningDataModule):
         return torch.cat(tokens).to(torch.uint8 if tokenizer.levels <= 255 else torch.long)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        """Whole batches gathered in one indexing call; sharded over the ranks of a DDP run.
+
+        The sampler yields index lists and ``batch_size=None`` turns off collation, so Lightning
+        must not re-wrap it: ``train.py`` builds the trainer with ``use_distributed_sampler=False``.
+        """
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return DataLoader(
             dataset,
-            sampler=BatchSampler(sampler, self.batch_size, drop_last=False),
+            sampler=ShardedBatchSampler(
+                len(dataset), self.batch_size, shuffle, self.seed, rank=rank, num_replicas=world
+            ),
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -7,18 +7,23 @@ Layout (see docs/architecture.md):
     step         int64   [N]
     task_id      int64   [N]
     instructions str     [num_tasks]
+    checksums    float64 [E, 3]      (episode, sum of hidden, sum of actions) as written
     attrs: backbone, hidden_dim, action_stats (JSON), source_files (JSON), chunk_size,
            format_version, committed_rows, completed_episodes (JSON)
 
 The writer works on ``<path>.partial``; each episode is committed (rows + bookkeeping
 attributes, then a flush) before the next starts, so a killed job resumes from the last
-committed episode and nothing is written twice. ``finalize()`` renames it to ``path``.
+committed episode and nothing is written twice. ``finalize()`` reads every episode back, checks
+it against ``checksums`` (a full disk can make HDF5 lose writes silently) and renames the file to
+``path``. Free space is checked before each episode.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +43,29 @@ class StoreError(ValueError):
 
 def partial_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + ".partial")
+
+
+def _clear_hint(partial: Path) -> str:
+    return f"delete it (rm {partial}) or rerun with overwrite=true to start the extraction over"
+
+
+def check_free_space(folder: Path, needed: int, target: Path) -> None:
+    """Refuse to write ``needed`` bytes (with 2x margin + 1 MiB) when the disk has less free.
+
+    HDF5 does not report a full disk reliably (writes fail inside its cache, files look whole),
+    so the writer checks before each episode instead of after.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < 2 * needed + (1 << 20):
+        raise StoreError(
+            f"{target}: disk full: {free / 2**20:.1f} MiB free in {folder}, the next episode needs "
+            f"~{(2 * needed + (1 << 20)) / 2**20:.1f} MiB with margin; free space or point `out` at another disk, then rerun "
+            "(committed episodes are kept)"
+        )
+
+
+def _checksums(hidden: np.ndarray, actions: np.ndarray) -> tuple[float, float]:
+    return float(np.asarray(hidden, np.float64).sum()), float(np.asarray(actions, np.float64).sum())
 
 
 class HiddenStateStoreWriter:
@@ -76,17 +104,23 @@ class HiddenStateStoreWriter:
             "format_version": FORMAT_VERSION,
         }
         if self.partial.exists():
-            self.file = h5py.File(self.partial, "a")
+            self.file = self._open_partial()
             for key in ("backbone", "hidden_dim", "chunk_size"):
                 if self.file.attrs.get(key) != attrs[key]:
                     raise StoreError(
                         f"{self.partial}: attribute `{key}` is {self.file.attrs.get(key)!r}, this run writes "
-                        f"{attrs[key]!r}; delete the .partial file to start over or rerun with the same settings"
+                        f"{attrs[key]!r}; rerun with the same settings, or start over with overwrite=true (or rm {self.partial})"
                     )
             rows = int(self.file.attrs["committed_rows"])
             for name in ("hidden", "actions", "episode", "step", "task_id"):
                 self.file[name].resize(rows, axis=0)  # drop an episode that was cut off mid-write
+            try:
+                self.verify(self.completed_episodes, self.file)  # fail before extracting more
+            except StoreError:
+                self.close()
+                raise
         else:
+            check_free_space(self.partial.parent, 1 << 16, self.partial)
             self.file = h5py.File(self.partial, "w")
             self.file.attrs.update(attrs)
             self.file.attrs["committed_rows"] = 0
@@ -107,11 +141,45 @@ class HiddenStateStoreWriter:
             )
             for name in ("episode", "step", "task_id"):
                 self.file.create_dataset(name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,))
+            # (episode, sum of hidden, sum of actions) per committed episode, verified at finalize
+            self.file.create_dataset(
+                "checksums", (0, 3), dtype="f8", maxshape=(None, 3), chunks=(1024, 3)
+            )
             self.file.create_dataset(
                 "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
             )
             self.file.flush()
         self.hidden_dim = int(hidden_dim)
+
+    def _open_partial(self) -> h5py.File:
+        """Open a resumable ``.partial``; a damaged one (killed on a full disk) is named with the fix."""
+        try:
+            file = h5py.File(self.partial, "a")
+        except Exception as err:  # HDF5 address/signature errors of a half-written file
+            raise StoreError(
+                f"{self.partial}: unfinished extraction is unreadable ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:80]}); {_clear_hint(self.partial)}"
+            ) from None
+        try:
+            rows = int(file.attrs["committed_rows"])
+            json.loads(file.attrs["completed_episodes"])
+            short = [
+                k
+                for k in REQUIRED
+                if k not in file or (k != "instructions" and file[k].shape[0] < rows)
+            ]
+        except Exception as err:
+            file.close()
+            raise StoreError(
+                f"{self.partial}: unfinished extraction is damaged ({type(err).__name__}); {_clear_hint(self.partial)}"
+            ) from None
+        if short:
+            file.close()
+            raise StoreError(
+                f"{self.partial}: unfinished extraction is damaged (datasets {short} shorter than committed_rows "
+                f"{rows}); {_clear_hint(self.partial)}"
+            )
+        return file
 
     @property
     def completed_episodes(self) -> set[int]:
@@ -138,6 +206,9 @@ class HiddenStateStoreWriter:
             )
         if episode in self.completed_episodes:
             return
+        check_free_space(
+            self.partial.parent, hidden.size * 2 + actions.nbytes + n * 24, self.partial
+        )
         rows = int(self.file.attrs["committed_rows"])
         values = {
             "hidden": hidden.astype(np.float16),
@@ -146,25 +217,67 @@ class HiddenStateStoreWriter:
             "step": np.arange(n, dtype=np.int64),
             "task_id": np.full(n, task_id, np.int64),
         }
-        for name, value in values.items():
-            ds = self.file[name]
-            ds.resize(rows + n, axis=0)
-            ds[rows:] = value
-        self.file.attrs["committed_rows"] = rows + n
-        self.file.attrs["completed_episodes"] = json.dumps(
-            sorted(self.completed_episodes | {episode})
-        )
-        self.file.flush()
+        try:
+            for name, value in values.items():
+                ds = self.file[name]
+                ds.resize(rows + n, axis=0)
+                ds[rows:] = value
+            if "checksums" in self.file:
+                sums = self.file["checksums"]
+                committed = len(self.completed_episodes)
+                sums.resize(committed + 1, axis=0)
+                sums[committed] = (episode, *_checksums(values["hidden"], actions))
+            self.file.attrs["committed_rows"] = rows + n
+            self.file.attrs["completed_episodes"] = json.dumps(
+                sorted(self.completed_episodes | {episode})
+            )
+            self.file.flush()
+        except (OSError, RuntimeError) as err:
+            full = getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
+            raise StoreError(
+                f"{self.partial}: {'disk full' if full else 'write failed'} while writing episode {episode} "
+                f"({type(err).__name__}); free space, then rerun (it resumes) or {_clear_hint(self.partial)}"
+            ) from None
+
+    def verify(self, completed: set[int], file: h5py.File | None = None) -> None:
+        """Read every committed episode back and compare it with the checksums recorded when it
+        was written: catches writes HDF5 lost on a full disk (files that look whole)."""
+        if file is None:
+            with h5py.File(self.partial, "r") as f:
+                return self.verify(completed, f)
+        if "checksums" not in file:  # a .partial from before checksums were recorded
+            return
+        recorded = {int(row[0]): (float(row[1]), float(row[2])) for row in file["checksums"][()]}
+        rows = int(file.attrs["committed_rows"])
+        episode = file["episode"][:rows]
+        starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]]).tolist() if rows else []
+        found = {}
+        for start, stop in zip(starts, [*starts[1:], rows][: len(starts)], strict=True):
+            found[int(episode[start])] = _checksums(
+                file["hidden"][start:stop], file["actions"][start:stop]
+            )
+        bad = sorted(ep for ep in completed if recorded.get(ep) != found.get(ep))
+        if bad:
+            raise StoreError(
+                f"{self.partial}: episode(s) {bad[:5]} read back differently from what was written (full disk or "
+                f"I/O error); {_clear_hint(self.partial)}"
+            )
 
     def finalize(self) -> Path:
-        """Close the partial file and rename it to the final path (atomic on one filesystem)."""
+        """Close the partial file, verify it on disk, and rename it to the final path (atomic)."""
+        completed = self.completed_episodes
         self.file.close()
+        self.verify(completed)
         os.replace(self.partial, self.path)
         return self.path
 
     def close(self) -> None:
-        if self.file.id.valid:
-            self.file.close()
+        """Close without finalizing; never raises (an error being reported must stay the one seen)."""
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        except Exception:  # HDF5 flushing its cache onto a full disk
+            pass
 
 
 class HiddenStateStore:

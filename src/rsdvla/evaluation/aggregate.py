@@ -7,6 +7,7 @@ main-only), ``layer_acceptance`` (per chunk ``[k]``), ``latency_ms`` (``stage ->
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -145,12 +146,19 @@ def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # full disk, read-only folder: the old file (if any) stays intact
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ValueError(
+            f"{path}: cannot write ({err.strerror}); free space or fix permissions and rerun"
+        ) from None
     return path
 
 

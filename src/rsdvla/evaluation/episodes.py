@@ -83,6 +83,49 @@ def summary_file_name(num_shards: int = 1, shard_id: int = 0) -> str:
     return "summary.json" if num_shards == 1 else f"summary.shard{shard_id}of{num_shards}.json"
 
 
+def run_file_name(num_shards: int = 1, shard_id: int = 0) -> str:
+    """``run.json``, or ``run.shard{i}of{N}.json``: the settings an episode file was run with."""
+    return "run.json" if num_shards == 1 else f"run.shard{shard_id}of{num_shards}.json"
+
+
+def run_file_for(episode_path: str | os.PathLike) -> Path:
+    """The run file beside an episode file (``episodes.shard0of2.jsonl`` -> ``run.shard0of2.json``)."""
+    path = Path(episode_path)
+    return path.with_name("run" + path.name.removeprefix("episodes").removesuffix("l"))
+
+
+def read_run_file(path: str | os.PathLike) -> dict | None:
+    """``{"identity": {...}, "num_shards", "shard_id"}`` or None when absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg}); it records a run's settings: restore it, or start "
+            "the evaluation in a new hydra.run.dir"
+        ) from None
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Nested dicts -> ``{"a.b": leaf}`` (lists are leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def describe_differences(recorded: dict, current: dict, limit: int = 3) -> str:
+    """``"decoder.acceptance.threshold: 0.7 vs 0.9, settings.max_steps: 280 vs 100"``."""
+    a, b = flatten(recorded), flatten(current)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    parts = [f"{k}: {a.get(k, '<absent>')} vs {b.get(k, '<absent>')}" for k in keys[:limit]]
+    return ", ".join(parts) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def read_episode_file(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     """Records of an episode file (missing file: none).
 
@@ -154,8 +197,16 @@ class EpisodeFile:
 
     def append(self, record: dict) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except (
+            OSError
+        ) as err:  # a full disk or a read-only folder: name the file, keep what is there
+            raise ValueError(
+                f"{self.path}: cannot append the episode ({err.strerror}); free space or fix permissions and "
+                "rerun the same command (finished episodes are kept; a half-written line is dropped)"
+            ) from None
         self._records.append(record)

@@ -13,9 +13,11 @@ With ``eval.num_shards=N`` each shard ``i`` writes ``episodes.shard{i}of{N}.json
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import groupby
@@ -31,9 +33,13 @@ from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_at
 from rsdvla.evaluation.episodes import (
     EpisodeFile,
     EpisodeSpec,
+    describe_differences,
     episode_file_name,
     plan_episodes,
+    read_episode_file,
+    read_run_file,
     record_key,
+    run_file_name,
     shard_episodes,
     summary_file_name,
 )
@@ -69,7 +75,7 @@ class LiberoEvalSettings:
     first_trial: int = 0
     max_steps: int | None = None
     cameras: bool | None = None
-    camera_size: int = 224
+    camera_size: int = 256
     videos: bool = False
     seed: int = 7
     num_shards: int = 1
@@ -92,12 +98,25 @@ class LiberoEvalSettings:
             first_trial=int(env.get("first_trial", 0)),
             max_steps=None if env.get("max_steps") is None else int(env.max_steps),
             cameras=None if cameras is None else bool(cameras),
-            camera_size=int(env.get("camera_size", 224)),
+            camera_size=int(env.get("camera_size", 256)),
             videos=bool(env.get("videos", False)),
             seed=int(cfg.seed),
             num_shards=int(cfg.eval.num_shards),
             shard_id=int(cfg.eval.shard_id),
         )
+
+    def __post_init__(self):
+        if self.max_steps is not None and (
+            isinstance(self.max_steps, bool) or int(self.max_steps) < 1
+        ):
+            raise ValueError(
+                f"env.max_steps={self.max_steps}: must be a positive number of policy steps, or null for "
+                f"the suite's limit ({self.suite}: {MAX_STEPS.get(self.suite, '?')}); e.g. env.max_steps=100"
+            )
+        if self.trials < 1:
+            raise ValueError(
+                f"trials={self.trials}: must be at least 1 episode per task; e.g. trials=50"
+            )
 
     def for_policy(self, required_obs: Sequence[str]) -> LiberoEvalSettings:
         """Settings with ``cameras`` decided: ``None`` -> on iff the policy reads images or videos
@@ -155,23 +174,32 @@ class LiberoEnvFactory:
             task_id,
             camera_size=settings.camera_size,
             cameras=settings.cameras,
-            seed=settings.seed,
-        )
+        )  # env.seed(0) per env as OpenVLA-OFT (rsdvla.envs.libero.ENV_SEED); `seed` seeds episodes
 
 
-def seed_episode(seed: int, spec: EpisodeSpec) -> None:
+def seed_episode(seed: int, spec: EpisodeSpec) -> int:
     """Seed python, numpy and torch from ``(seed, task, trial)``: a resumed run repeats an
-    uninterrupted one exactly, whatever episodes ran before in the same process."""
+    uninterrupted one exactly, whatever episodes ran before in the same process. Returns the
+    episode's seed (the policy re-seeds its decoders' private generators from it)."""
     value = int(np.random.SeedSequence([seed, spec.task_id, spec.trial]).generate_state(1)[0])
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
+    return value
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot take this evaluation; the message names the file and the fix."""
 
 
 class LiberoRunner:
     """Runs a policy over the (sharded) episode plan of one LIBERO suite, resumably.
 
-    ``run(policy, metadata=None) -> summary`` (also written to ``summary_path``).
+    ``run(policy, metadata=None, identity=None, restart=False) -> summary`` (also written to
+    ``summary_path``). The run file (``run.json``, ``run.shard{i}of{N}.json``) records the
+    settings (and ``identity``: decoder, backbone, checkpoint hashes); a rerun with other settings
+    is refused unless ``restart`` (``eval.restart=true``) sets the old episodes aside. A file lock
+    beside the episode file keeps a second process from writing the same shard.
     """
 
     def __init__(self, settings: LiberoEvalSettings, output_dir: str | os.PathLike, envs=None):
@@ -190,6 +218,8 @@ class LiberoRunner:
         self.summary_path = self.output_dir / summary_file_name(
             settings.num_shards, settings.shard_id
         )
+        self.run_path = self.output_dir / run_file_name(settings.num_shards, settings.shard_id)
+        self.lock_path = self.episode_path.with_name(self.episode_path.name + ".lock")
         self._plan = shard_episodes(
             plan_episodes(settings.suite, self.task_ids, settings.trials, settings.first_trial),
             settings.num_shards,
@@ -212,11 +242,92 @@ class LiberoRunner:
         """This shard's episodes, task-major."""
         return list(self._plan)
 
-    def run(self, policy, metadata: dict[str, Any] | None = None) -> dict:
+    def run(
+        self,
+        policy,
+        metadata: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
+        restart: bool = False,
+    ) -> dict:
         """Run every planned episode not yet in the episode file, then summarize the shard."""
-        from tqdm import tqdm
+        from filelock import FileLock, Timeout
 
         settings = self.settings.for_policy(getattr(policy, "required_obs", ()))
+        identity = {"settings": self._identity_settings(settings), **(identity or {})}
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.lock_path), timeout=0)
+            lock.acquire()
+        except Timeout:
+            raise RunDirError(
+                f"{self.episode_path}: another evaluation is writing this shard (lock {self.lock_path}); "
+                "wait for it to finish, or pass a new hydra.run.dir=<dir> (or another eval.shard_id)"
+            ) from None
+        except OSError as err:
+            raise RunDirError(
+                f"{self.output_dir}: run directory is not writable ({err.strerror}); pass a writable "
+                "hydra.run.dir=<dir>"
+            ) from None
+        try:
+            self.claim(identity, restart)
+            return self._run_locked(policy, settings, metadata)
+        finally:
+            lock.release()
+
+    PLAN_KEYS = ("task_ids", "trials", "first_trial", "num_shards", "shard_id")
+
+    def _identity_settings(self, settings: LiberoEvalSettings) -> dict:
+        """The settings that decide what an episode's record means (suite, max_steps, seed, image
+        size). Which episodes run (the plan) may change on a resume: a record stays valid."""
+        out = self._settings_dict(settings)
+        for key in (*self.PLAN_KEYS, "videos", "cameras"):  # rendering does not change an episode
+            out.pop(key)
+        return json.loads(json.dumps(out))
+
+    def _plan_dict(self) -> dict:
+        """Suite, task ids, trials, first trial, shards: what merge needs to know what is missing."""
+        full = self._settings_dict(self.settings)
+        return json.loads(json.dumps({k: full[k] for k in ("suite", *self.PLAN_KEYS)}))
+
+    def claim(self, identity: dict, restart: bool = False) -> None:
+        """Record ``identity`` in the run file; refuse a directory holding episodes of other settings.
+
+        ``restart``: rename the old episode, summary and run files to ``*.replaced-<time>`` and
+        start over (nothing is deleted).
+        """
+        identity = json.loads(json.dumps(identity))
+        recorded = read_run_file(self.run_path)
+        has_episodes = bool(read_episode_file(self.episode_path))
+        same = recorded is not None and recorded.get("identity") == identity
+        if has_episodes and not same:  # (a run file without episodes is simply rewritten)
+            if not restart:
+                why = (
+                    f"its episodes were run with other settings ({describe_differences(recorded['identity'], identity)})"
+                    if recorded is not None
+                    else f"{self.episode_path.name} has episodes but no {self.run_path.name} records their settings"
+                )
+                raise RunDirError(
+                    f"{self.run_path}: {why}; pass a new hydra.run.dir=<dir>, or eval.restart=true to set "
+                    "the old episodes aside and start over"
+                )
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for path in (self.episode_path, self.summary_path, self.run_path):
+                if path.exists():
+                    os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+                    log.warning(
+                        "eval.restart=true: %s set aside as %s.replaced-%s", path, path.name, stamp
+                    )
+        run = {
+            "identity": identity,
+            "plan": self._plan_dict(),
+            "episode_file": self.episode_path.name,
+        }
+        if run != recorded:  # a resume may extend the plan (more trials or tasks): recorded as such
+            write_json_atomic(self.run_path, run)
+
+    def _run_locked(self, policy, settings: LiberoEvalSettings, metadata: dict | None) -> dict:
+        from tqdm import tqdm
+
         episodes = EpisodeFile(self.episode_path)
         planned = {spec.key for spec in self._plan}
         done = episodes.finished_keys() & planned
@@ -257,7 +368,9 @@ class LiberoRunner:
         )
 
     def _run_one(self, env, policy, spec: EpisodeSpec, settings: LiberoEvalSettings) -> dict:
-        seed_episode(settings.seed, spec)
+        episode_seed = seed_episode(settings.seed, spec)
+        if hasattr(policy, "seed_episode"):
+            policy.seed_episode(episode_seed)
         frames: list | None = [] if settings.videos else None
         record = run_episode(env, policy, spec, self.max_steps, frames)
         if frames:
@@ -302,6 +415,18 @@ def build_policy(cfg: DictConfig, stack, backbone):
             f"was trained on width {main_width}; use the backbone the checkpoints were trained with "
             f"(e.g. backbone.hidden_dim={main_width})"
         )
+    store = (getattr(stack.main, "lineage", None) or {}).get("store")
+    if store:  # load_stack refused checkpoints without lineage
+        from rsdvla.checkpoints import check_store_backbone
+
+        check_store_backbone(
+            store,
+            str(getattr(backbone, "backbone_id", cfg.backbone._target_)),
+            int(backbone.hidden_dim),
+            f"{cfg.ckpt.main}: main",
+            f"the configured backbone ({cfg.backbone._target_})",
+            f"set the backbone's settings to those of store {store.get('path')} (its `backbone` attribute)",
+        )
     return RSDPolicy(
         backbone,
         stack.decoder,
@@ -330,4 +455,19 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         "backbone": getattr(backbone, "backbone_id", cfg.backbone._target_),
         "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
     }
-    return runner.run(policy, metadata)
+    identity = {
+        "decoder": metadata["decoder"],
+        "backbone": metadata["backbone"],
+        "invert_gripper": bool(cfg.env.get("invert_gripper", False)),
+        "checkpoints": {
+            name: getattr(model, "content_hash", None)
+            for name, model in (
+                ("tokenizer", stack.tokenizer),
+                ("main", stack.main),
+                ("draft", stack.draft),
+            )
+            if model is not None
+        },
+    }
+    restart = bool(cfg.eval.get("restart", False))
+    return runner.run(policy, metadata, identity=identity, restart=restart)

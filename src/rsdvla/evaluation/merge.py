@@ -4,7 +4,10 @@
     python -m rsdvla.evaluation.merge a/episodes.shard0of2.jsonl b/episodes.shard1of2.jsonl --out summary.json
 
 Folders are searched recursively for ``episodes*.jsonl``. An episode recorded in several files
-counts once. The summary goes to ``--out`` (default: ``summary.json`` in the first folder given,
+counts once. Each episode file's run file (``run.shard{i}of{N}.json`` beside it) says what it was
+run with: files of different settings are refused, and the summary says which shards and how
+many planned episodes are missing (``complete`` is true only when every planned episode is
+there). The summary goes to ``--out`` (default: ``summary.json`` in the first folder given,
 else next to the first file) and is printed as tables.
 """
 
@@ -17,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
-from rsdvla.evaluation.episodes import read_episode_file
+from rsdvla.evaluation.episodes import (
+    describe_differences,
+    plan_episodes,
+    read_episode_file,
+    read_run_file,
+    record_key,
+    run_file_for,
+)
 
 
 def find_episode_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -41,10 +51,55 @@ def find_episode_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def common_identity(files: Sequence[Path]) -> tuple[dict, dict, set[int]]:
+    """The one identity (settings) and plan of all ``files``, and the shard ids present; refuses a mix."""
+    first, identity, plan, shards = None, None, None, set()
+    for path in files:
+        run = read_run_file(run_file_for(path))
+        if run is None:
+            raise ValueError(
+                f"{path}: no {run_file_for(path).name} beside it records its settings, so it cannot be checked "
+                "against the other shards; rerun that shard with evaluate.py into a new hydra.run.dir"
+            )
+        this_plan = {k: v for k, v in run["plan"].items() if k != "shard_id"}
+        if identity is None:
+            first, identity, plan = path, run["identity"], this_plan
+        elif run["identity"] != identity or this_plan != plan:
+            raise ValueError(
+                f"{path} and {first} were run with different settings "
+                f"({describe_differences({**identity, 'plan': plan}, {**run['identity'], 'plan': this_plan})}); "
+                "merge only the shards of one evaluation"
+            )
+        shards.add(int(run["plan"].get("shard_id", 0)))
+    return identity, plan, shards
+
+
 def merge_episode_files(files: Sequence[Path]) -> dict:
-    """Summary of all episodes in ``files`` (with ``merged_from``)."""
+    """Summary of all episodes in ``files`` (with ``merged_from``, ``complete``, ``missing_shards``,
+    ``missing_episodes``); raises ``ValueError`` on mixed settings."""
+    identity, plan, shards = common_identity(files)
+    planned = {
+        spec.key
+        for spec in plan_episodes(
+            plan["suite"], plan["task_ids"], plan["trials"], plan["first_trial"]
+        )
+    }
     records = [record for path in files for record in read_episode_file(path)]
+    stray = [r for r in records if record_key(r) not in planned]
+    if stray:
+        raise ValueError(
+            f"{len(stray)} episode(s) such as {record_key(stray[0])} are not in the plan their run file "
+            f"records ({plan['suite']}, trials {plan['first_trial']}..); the episode files were edited "
+            "or mixed: merge files of one evaluation"
+        )
     summary = summarize(records)
+    present = {record_key(r) for r in records}
+    num_shards = int(plan.get("num_shards", 1))
+    summary["planned_episodes"] = len(planned)
+    summary["missing_episodes"] = len(planned - present)
+    summary["missing_shards"] = sorted(set(range(num_shards)) - shards)
+    summary["complete"] = not (planned - present)
+    summary["settings"] = {**identity["settings"], **plan}
     summary["merged_from"] = [str(p) for p in files]
     return summary
 
@@ -68,11 +123,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = write_json_atomic(args.out or default_output(args.paths), summary)
     render_summary(summary)
     print(f"{len(files)} episode files, {summary['episodes']} episodes -> {out}")
+    if not summary["complete"]:
+        print(
+            f"incomplete: {summary['missing_episodes']} of {summary['planned_episodes']} planned episodes missing"
+            + (
+                f"; shard(s) {summary['missing_shards']} of {summary['settings']['num_shards']} have no file"
+                if summary["missing_shards"]
+                else ""
+            )
+            + "; run them (same command, their eval.shard_id) and merge again",
+            file=sys.stderr,
+        )
     return summary
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    except (FileNotFoundError, ValueError) as err:  # one line, exit 2 as the other entry points
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -9,10 +9,18 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from rsdvla.checkpoints import CheckpointError, check_tokenizer_matches
+from rsdvla.checkpoints import (
+    CheckpointError,
+    check_stack_lineage,
+    check_tokenizer_matches,
+    check_trained_with,
+    checkpoint_kind,
+    read_checkpoint,
+)
 from rsdvla.cli import build
 from rsdvla.data.normalization import ActionNormalizer
 from rsdvla.models import DraftModel, MainModel
+from rsdvla.models.context_draft import ContextDraft
 from rsdvla.tokenizer import RFSQTokenizer
 
 
@@ -46,11 +54,21 @@ def decoder_needs_draft(decoder_cfg: DictConfig) -> bool:
     return bool(getattr(get_class(decoder_cfg._target_), "needs_draft", True))
 
 
+def load_draft(path) -> DraftModel | ContextDraft:
+    """The draft checkpoint at ``path``, of either kind (``draft``: projected; ``context_draft``)."""
+    kind = checkpoint_kind(read_checkpoint(path, "draft", field="ckpt.draft"))
+    if kind == "context_draft":
+        return ContextDraft.from_checkpoint(path)
+    return DraftModel.from_checkpoint(path)
+
+
 def load_stack(cfg: DictConfig) -> EvalStack:
     """Checkpoints named in ``cfg.ckpt`` -> an :class:`EvalStack` on ``cfg.device``.
 
     Fails early (one line naming the file and the field) when the tokenizer does not match the
-    main or draft model, or when the checkpoints carry no normalization statistics.
+    main or draft model, when main or draft was trained with another tokenizer (content hash) or
+    the draft on another backbone's store (lineage), or when the checkpoints carry no
+    normalization statistics.
     """
     device = resolve_device(cfg.get("device", "auto"))
     tokenizer = RFSQTokenizer.from_checkpoint(cfg.ckpt.tokenizer).to(device)
@@ -60,9 +78,14 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     )
     draft = None
     if decoder_needs_draft(cfg.decoder):
-        draft = DraftModel.from_checkpoint(cfg.ckpt.draft).to(device)
+        draft = load_draft(cfg.ckpt.draft).to(device)
         check_tokenizer_matches(
             tokenizer.config, draft.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.draft}: draft"
+        )
+    check_stack_lineage(tokenizer, main, draft)  # main and draft trained with this tokenizer
+    if getattr(draft, "reads_main_context", False):  # a context draft is tied to its main
+        check_trained_with(
+            draft, "context_draft", "teacher", str(cfg.ckpt.main), main.content_hash, "ckpt.main"
         )
     if not main.action_stats:
         raise CheckpointError(
