@@ -13,7 +13,8 @@ from rsdvla.tokenizer import RFSQTokenizer
 FILE = Path(__file__).parent / "data" / "regression.pt"
 
 
-def compute_cases() -> dict[str, torch.Tensor]:
+def build_models_and_inputs():
+    """The seeded tokenizer, main, draft and inputs ``actions [2, 8, 7]``, ``h [2, 16]`` of the cases."""
     torch.manual_seed(1234)
     tok = RFSQTokenizer(hidden=32).eval()
     main = MainModel(hidden_dim=16, d_model=32, n_layers=2, n_heads=4).eval()
@@ -21,6 +22,11 @@ def compute_cases() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(99)
     actions = torch.rand(2, 8, 7, generator=g) * 2 - 1
     h = torch.randn(2, 16, generator=g)
+    return tok, main, draft, actions, h
+
+
+def compute_cases() -> dict[str, torch.Tensor]:
+    tok, main, draft, actions, h = build_models_and_inputs()
     codes = tok.encode(actions)
     with torch.no_grad():
         tokens = codes.permute(0, 3, 1, 2).reshape(2, 8, 128)

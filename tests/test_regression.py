@@ -10,7 +10,7 @@ mask, explicit sums of code embeddings, one matrix product per head), sharing no
 import math
 
 import torch
-from regression_cases import FILE, compute_cases
+from regression_cases import FILE, build_models_and_inputs, compute_cases
 
 from rsdvla.models import DraftModel, MainModel
 
@@ -86,15 +86,7 @@ def reference_draft(model: DraftModel, h):
 def test_committed_logits_match_an_independent_reference():
     """Rebuild the regression cases' models (same seeds) and recompute their logits by hand."""
     expected = torch.load(FILE, weights_only=True)
-    torch.manual_seed(1234)
-    from rsdvla.tokenizer import RFSQTokenizer
-
-    tok = RFSQTokenizer(hidden=32).eval()
-    main = MainModel(hidden_dim=16, d_model=32, n_layers=2, n_heads=4).eval()
-    draft = DraftModel(hidden_dim=16, d_model=32, n_heads=4, num_draft_layers=3).eval()
-    g = torch.Generator().manual_seed(99)
-    actions = torch.rand(2, 8, 7, generator=g) * 2 - 1
-    h = torch.randn(2, 16, generator=g)
+    tok, main, draft, actions, h = build_models_and_inputs()
     tokens = expected["tokenizer_codes"].permute(0, 3, 1, 2).reshape(2, 8, 128)
     with torch.no_grad():
         torch.testing.assert_close(tok.encode(actions), expected["tokenizer_codes"], rtol=0, atol=0)
