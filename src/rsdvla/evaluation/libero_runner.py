@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.envs.libero import MAX_STEPS, SUITES
 from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
 from rsdvla.evaluation.episodes import (
@@ -57,8 +58,6 @@ __all__ = [
     "check_gl_backend",
     "build_policy",
 ]
-
-IMAGE_KEYS = ("primary", "wrist")
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class LiberoEvalSettings:
     def for_policy(self, required_obs: Sequence[str]) -> LiberoEvalSettings:
         """Settings with ``cameras`` decided: ``None`` -> on iff the policy reads images or videos
         are on; raises one line when cameras are off but needed."""
-        needs_images = any(key in IMAGE_KEYS for key in required_obs)
+        needs_images = any(key in CAMERAS for key in required_obs)
         cameras = (needs_images or self.videos) if self.cameras is None else self.cameras
         if needs_images and not cameras:
             raise ValueError(

@@ -29,10 +29,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.envs.conversions import ee_ori
 
 LOW_DIM_KEYS = ("ee_pos", "ee_ori", "gripper_states", "joint_states", "object_state")
-IMAGE_KEYS = {"agentview_rgb": "agentview_image", "eye_in_hand_rgb": "robot0_eye_in_hand_image"}
+IMAGE_KEYS = {
+    camera.demo_key: camera.sim_key for camera in CAMERAS.values()
+}  # HDF5 name -> sim key
 
 
 class EpisodeRecorder:
