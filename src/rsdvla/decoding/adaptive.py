@@ -91,15 +91,7 @@ class AdaptiveDepthDecoder:
             if j + 1 < self.max_depth and not bool(active.any()):  # one host read per layer
                 break
         timer.lap("main_steps")
-        stats = DecodeStats(
-            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
-            layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
-            token_agreement=torch.zeros((b, 0), device=h.device),
-            num_main_steps=steps,
-            speculated=False,
-            decoded_layers=depth,
-            timer=timer,
-        )
+        stats = DecodeStats.not_speculated(b, h.device, steps, timer, decoded_layers=depth)
         codes = layers_to_codes(layers[:, :steps], self.chunk_size)
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 

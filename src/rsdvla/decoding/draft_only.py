@@ -39,15 +39,8 @@ class DraftOnlyDecoder:
         actions = self.tokenizer.decode(codes, num_layers=self.k, validate=False)
         timer.lap("detokenize")
         b = h.shape[0]
-        stats = DecodeStats(
-            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
-            layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
-            token_agreement=torch.zeros((b, 0), device=h.device),
-            num_main_steps=0,
-            speculated=False,
-            decoded_layers=torch.full((b,), self.k, device=h.device),
-            timer=timer,
-        )
+        decoded = torch.full((b,), self.k, device=h.device)
+        stats = DecodeStats.not_speculated(b, h.device, 0, timer, decoded_layers=decoded)
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:

@@ -88,17 +88,10 @@ class MainOnlyDecoder:
         codes = layers_to_codes(layers, self.chunk_size)
         actions = self.tokenizer.decode(codes, num_layers=self.depth, validate=False)
         timer.lap("detokenize")
-        stats = DecodeStats(
-            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
-            layer_accepted=torch.zeros((b, 0), dtype=torch.bool, device=h.device),
-            token_agreement=torch.zeros((b, 0), device=h.device),
-            num_main_steps=self.depth,
-            speculated=False,
-            decoded_layers=None
-            if self.depth == self.num_layers
-            else torch.full((b,), self.depth, device=h.device),
-            timer=timer,
+        decoded = (
+            None if self.depth == self.num_layers else torch.full((b,), self.depth, device=h.device)
         )
+        stats = DecodeStats.not_speculated(b, h.device, self.depth, timer, decoded)
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:

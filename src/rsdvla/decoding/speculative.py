@@ -167,13 +167,7 @@ class SpeculativeDecoder:
             self.main, self.main.start(h), layers, 0, self.num_layers, self.acceptance.choose
         )
         timer.lap("main_steps")
-        stats = DecodeStats(
-            accepted_layers=torch.zeros(b, dtype=torch.long, device=h.device),
-            layer_accepted=torch.zeros((b, self.k), dtype=torch.bool, device=h.device),
-            token_agreement=torch.zeros((b, self.k), device=h.device),
-            num_main_steps=self.num_layers,
-            speculated=False,
-        )
+        stats = DecodeStats.not_speculated(b, h.device, self.num_layers, num_drafted_layers=self.k)
         return self._finish(layers, stats, timer)
 
     def _finish(self, layers: torch.Tensor, stats: DecodeStats, timer: StageTimer) -> DecodeResult:

@@ -54,6 +54,31 @@ class DecodeStats:
         self.timer = timer
         self._seconds = None if seconds is None else dict(seconds)
 
+    @classmethod
+    def not_speculated(
+        cls,
+        batch: int,
+        device,
+        num_main_steps: int,
+        timer: StageTimer | None = None,
+        decoded_layers: torch.Tensor | None = None,
+        num_drafted_layers: int = 0,
+    ) -> DecodeStats:
+        """Stats of a call that drafted nothing (main-only, adaptive depth, draft-only, RSD's
+        ``skip_below`` fallback): no layer accepted, ``layer_accepted``/``token_agreement`` of
+        shape ``[batch, num_drafted_layers]`` all zero, ``speculated=False``."""
+        return cls(
+            accepted_layers=torch.zeros(batch, dtype=torch.long, device=device),
+            layer_accepted=torch.zeros(
+                (batch, num_drafted_layers), dtype=torch.bool, device=device
+            ),
+            token_agreement=torch.zeros((batch, num_drafted_layers), device=device),
+            num_main_steps=num_main_steps,
+            speculated=False,
+            decoded_layers=decoded_layers,
+            timer=timer,
+        )
+
     @property
     def seconds(self) -> dict[str, float]:
         if self._seconds is None:
