@@ -23,6 +23,7 @@ from rsdvla.decoding import (
     SamplingAcceptance,
     SpeculativeDecoder,
 )
+from rsdvla.decoding.compat import check_context_teacher
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
 
@@ -421,6 +422,28 @@ def test_context_draft_of_another_width_fails_early():
     wrong = ContextDraft(context_dim=64, num_draft_layers=3, tokens_per_layer=8)
     with pytest.raises(ValueError, match=r"d_model is 32.*ckpt\.draft"):
         SpeculativeDecoder(main, wrong, tokenizer)
+
+
+def test_context_draft_teacher_of_another_width_or_code_space_is_refused_naming_the_file():
+    main, _, _ = tiny_stack()
+    ok = ContextDraft(context_dim=32, num_draft_layers=3, tokens_per_layer=8)
+    check_context_teacher(main, ok, "t.ckpt")  # the teacher it fits
+    with pytest.raises(
+        ValueError,
+        match=r"t\.ckpt: teacher main's d_model is 32; set model\.module\.context_draft\.context_dim=32$",
+    ):
+        check_context_teacher(
+            main, ContextDraft(context_dim=64, num_draft_layers=3, tokens_per_layer=8), "t.ckpt"
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"^t\.ckpt: teacher main has levels=7 but model\.module\.context_draft\.levels=5",
+    ):
+        check_context_teacher(
+            main,
+            ContextDraft(context_dim=32, num_draft_layers=3, tokens_per_layer=8, levels=5),
+            "t.ckpt",
+        )
 
 
 # ------------------------------------------------------------------------------------ baselines

@@ -60,3 +60,38 @@ def check_draft(main: nn.Module, draft: nn.Module, k: int | None) -> int:
             f"(the draft proposes {draft_k} layers, main decodes {cfg.num_code_layers}); set decoder.k accordingly"
         )
     return k
+
+
+def check_context_draft(
+    main: nn.Module,
+    draft: nn.Module,
+    main_name: str = "the main model",
+    draft_name: str = "context draft",
+    fix: str = "use a context draft trained on this main checkpoint (ckpt.draft)",
+) -> None:
+    """A draft that reads main's context state (``reads_main_context``) must be as wide as main's
+    ``d_model``; other drafts pass. One line: ``<draft_name> reads a <w>-wide context but
+    <main_name>'s d_model is <d>; <fix>``."""
+    if not getattr(draft, "reads_main_context", False):
+        return
+    want, got = main.config.d_model, draft.config.context_dim
+    if want != got:
+        raise ValueError(
+            f"{draft_name} reads a {got}-wide context but {main_name}'s d_model is {want}; {fix}"
+        )
+
+
+def check_context_teacher(teacher: nn.Module, draft: nn.Module, teacher_path: str) -> None:
+    """The main a context draft is trained on must match its width (``d_model``) and code space."""
+    where, field = f"{teacher_path}: teacher main", "model.module.context_draft"
+    check_context_draft(
+        teacher, draft, where, field, f"set {field}.context_dim={teacher.config.d_model}"
+    )
+    check_same(
+        teacher,
+        where,
+        draft,
+        field,
+        ("tokens_per_layer", "levels"),
+        f"set that field of {field} to the teacher's, or model.module.teacher_ckpt to a main of this code space",
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rsdvla.decoding.compat import check_draft, check_main_tokenizer
-from rsdvla.decoding.speculative import check_context_draft, draft_logits_for
+from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
+from rsdvla.decoding.speculative import draft_logits_for
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
 

@@ -6,23 +6,11 @@ import torch
 from torch import nn
 
 from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
-from rsdvla.decoding.compat import check_draft, check_main_tokenizer
+from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
 from rsdvla.decoding.compile import compile_main
 from rsdvla.decoding.main_loop import decode_steps, new_layers
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
-
-
-def check_context_draft(main: nn.Module, draft: nn.Module) -> None:
-    """A draft that reads main's context state must be as wide as main's ``d_model``."""
-    if not getattr(draft, "reads_main_context", False):
-        return
-    want, got = main.config.d_model, draft.config.context_dim
-    if want != got:
-        raise ValueError(
-            f"context draft reads a {got}-wide context but the main model's d_model is {want}; "
-            "use a context draft trained on this main checkpoint (ckpt.draft)"
-        )
 
 
 def draft_logits_for(draft: nn.Module, main: nn.Module, h: torch.Tensor, state=None):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from rsdvla.decoding.compat import check_context_teacher
 from rsdvla.models.context_draft import ContextDraft, ContextDraftConfig
 from rsdvla.models.draft_module import greedy_layers
 from rsdvla.models.head_module import CodeHeadModule
@@ -53,17 +54,7 @@ class ContextDraftModule(CodeHeadModule):
         self.model = ContextDraft(ContextDraftConfig(**context_draft))
         self.teacher_ckpt, self.targets_from = teacher_ckpt, targets
         teacher = MainModel.from_checkpoint(teacher_ckpt)
-        cfg = self.model.config
-        for field, mine, theirs in (
-            ("context_dim", cfg.context_dim, teacher.config.d_model),
-            ("tokens_per_layer", cfg.tokens_per_layer, teacher.config.tokens_per_layer),
-            ("levels", cfg.levels, teacher.config.levels),
-        ):
-            if mine != theirs:
-                raise ValueError(
-                    f"{teacher_ckpt}: teacher main has {'d_model' if field == 'context_dim' else field}={theirs} "
-                    f"but model.module.context_draft.{field}={mine}; set it to {theirs}"
-                )
+        check_context_teacher(teacher, self.model, teacher_ckpt)
         teacher.requires_grad_(False)
         self._teacher = [teacher]  # a list: not a submodule, so not saved with the draft
 
