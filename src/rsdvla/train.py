@@ -76,7 +76,7 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
     if teacher_ckpt:
         from rsdvla.models import MainModel
 
-        teacher = MainModel.from_checkpoint(teacher_ckpt)
+        teacher = getattr(module, "teacher", None) or MainModel.from_checkpoint(teacher_ckpt)
         teacher_store = require_lineage(teacher, "main").get("store") or {}
         check_store_backbone(
             teacher_store,

@@ -14,12 +14,10 @@ import torch
 
 from rsdvla.decoding.compat import check_context_teacher
 from rsdvla.models.context_draft import ContextDraft, ContextDraftConfig
-from rsdvla.models.draft_module import greedy_layers
-from rsdvla.models.head_module import CodeHeadModule
-from rsdvla.models.main import MainModel
+from rsdvla.models.draft_module import DistilledHeadModule
 
 
-class ContextDraftModule(CodeHeadModule):
+class ContextDraftModule(DistilledHeadModule):
     """``batch = {"hidden": [B, H], "tokens": [B, L, N]}``; loss over layers ``0..k-1``.
 
     Args:
@@ -52,32 +50,15 @@ class ContextDraftModule(CodeHeadModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "context_draft"
         self.model = ContextDraft(ContextDraftConfig(**context_draft))
-        self.teacher_ckpt, self.targets_from = teacher_ckpt, targets
-        teacher = MainModel.from_checkpoint(teacher_ckpt)
-        check_context_teacher(teacher, self.model, teacher_ckpt)
-        teacher.requires_grad_(False)
-        self._teacher = [teacher]  # a list: not a submodule, so not saved with the draft
-
-    @property
-    def teacher(self) -> MainModel:
-        return self._teacher[0]
+        self.targets_from = targets
+        check_context_teacher(self._load_teacher(teacher_ckpt), self.model, teacher_ckpt)
 
     def on_fit_start(self) -> None:  # no input standardizer of its own: main's is used
-        datamodule = getattr(self.trainer, "datamodule", None)
-        teacher = self.teacher.to(self.device)
-        if datamodule is None or self.targets_from != "teacher":
-            return
-        for dataset in (datamodule.train_set, datamodule.val_set):
-            hidden = dataset.fields["hidden"].to(self.device)
-            k = self.model.num_draft_layers
-            dataset.fields["teacher"] = greedy_layers(teacher, hidden, k).cpu()
+        self.teacher.to(self.device)  # its context is the input, whichever the targets
+        if self.targets_from == "teacher":
+            self.add_teacher_targets()
 
     def logits(self, batch: dict) -> torch.Tensor:
         with torch.no_grad():
             ctx = self.teacher.context(batch["hidden"].float())
         return self.model(ctx)
-
-    def targets(self, batch: dict) -> torch.Tensor:
-        if "teacher" in batch:
-            return batch["teacher"]
-        return batch["tokens"][:, : self.model.num_draft_layers]

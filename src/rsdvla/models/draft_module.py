@@ -31,7 +31,45 @@ def greedy_layers(
     return torch.cat(out)
 
 
-class DraftModule(CodeHeadModule):
+class DistilledHeadModule(CodeHeadModule):
+    """A head over the first k layers that can learn a frozen main checkpoint's greedy codes.
+
+    ``teacher_ckpt`` is loaded once (kept out of the module's state dict: it is not saved with
+    the draft) and exposed as :attr:`teacher`; ``train.py`` reads its content hash from there.
+    :meth:`add_teacher_targets` stores main's greedy codes per split as ``fields["teacher"]``,
+    which :meth:`targets` prefers over the ground-truth ``tokens``.
+    """
+
+    def _load_teacher(self, teacher_ckpt: str | None) -> MainModel | None:
+        self.teacher_ckpt = teacher_ckpt
+        teacher = MainModel.from_checkpoint(teacher_ckpt) if teacher_ckpt else None
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        self._teacher = [teacher]  # a list: not a submodule, so not saved with the draft
+        return teacher
+
+    @property
+    def teacher(self) -> MainModel | None:
+        return self._teacher[0]
+
+    def add_teacher_targets(self) -> None:
+        """``fields["teacher"] = uint8[N, k, N_tok]`` of main's greedy codes for the train and val splits."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.teacher is None or datamodule is None:
+            return
+        teacher = self.teacher.to(self.device)
+        for dataset in (datamodule.train_set, datamodule.val_set):
+            hidden = dataset.fields["hidden"].to(self.device)
+            k = self.model.num_draft_layers
+            dataset.fields["teacher"] = greedy_layers(teacher, hidden, k).cpu()
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        if "teacher" in batch:
+            return batch["teacher"]
+        return batch["tokens"][:, : self.model.num_draft_layers]
+
+
+class DraftModule(DistilledHeadModule):
     """``batch = {"hidden": [B, H], "tokens": [B, L, N]}``; loss over layers ``0..k-1``.
 
     Args:
@@ -51,30 +89,15 @@ class DraftModule(CodeHeadModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "draft"
         self.model = DraftModel(DraftConfig(**draft))
-        self.teacher_ckpt = teacher_ckpt
-        if teacher_ckpt is not None:  # fail before training starts
-            self._check_teacher(MainModel.from_checkpoint(teacher_ckpt))
+        teacher = self._load_teacher(teacher_ckpt)
+        if teacher is not None:  # fail before training starts
+            from rsdvla.decoding.compat import check_teacher
 
-    def _check_teacher(self, teacher: MainModel) -> None:
-        from rsdvla.decoding.compat import check_teacher
-
-        check_teacher(teacher, self.model, self.teacher_ckpt)
+            check_teacher(teacher, self.model, teacher_ckpt)
 
     def on_fit_start(self) -> None:
-        super().on_fit_start()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.teacher_ckpt is None or datamodule is None:
-            return
-        teacher = MainModel.from_checkpoint(self.teacher_ckpt).to(self.device)
-        cfg = self.model.config
-        for dataset in (datamodule.train_set, datamodule.val_set):
-            hidden = dataset.fields["hidden"].to(self.device)
-            dataset.fields["teacher"] = greedy_layers(teacher, hidden, cfg.num_draft_layers).cpu()
+        super().on_fit_start()  # the input standardizer
+        self.add_teacher_targets()
 
     def logits(self, batch: dict) -> torch.Tensor:
         return self.model(batch["hidden"])
-
-    def targets(self, batch: dict) -> torch.Tensor:
-        if "teacher" in batch:
-            return batch["teacher"]
-        return batch["tokens"][:, : self.model.num_draft_layers]
