@@ -70,8 +70,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.length, generator=g)
         else:
             order = torch.arange(self.length)
-        per_rank = -(-self.length // self.num_replicas) if self.length else 0
-        padded = per_rank * self.num_replicas
+        padded = self.per_rank() * self.num_replicas
         if padded > self.length:
             order = torch.cat([order, order[: padded - self.length]])
         return order[self.rank :: self.num_replicas]
@@ -79,9 +78,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def __iter__(self):
         yield from (batch.tolist() for batch in self.shard().split(self.batch_size))
 
+    def per_rank(self) -> int:
+        """Samples each rank gets per epoch (``ceil(length / num_replicas)``, padding included)."""
+        return -(-self.length // self.num_replicas) if self.length else 0
+
     def __len__(self) -> int:
-        per_rank = -(-self.length // self.num_replicas) if self.length else 0
-        return -(-per_rank // self.batch_size)
+        return -(-self.per_rank() // self.batch_size)
 
 
 class HiddenStateDataModule(L.LightningDataModule):
