@@ -453,6 +453,7 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),
         "backbone": getattr(backbone, "backbone_id", cfg.backbone._target_),
         "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
+        "precision": stack.precision,
     }
     identity = {
         "decoder": metadata["decoder"],
@@ -468,5 +469,7 @@ def run_libero(cfg: DictConfig, stack) -> dict:
             if model is not None
         },
     }
+    if stack.precision != "float32":  # float32 runs keep the identity they had before the option
+        identity["precision"] = stack.precision
     restart = bool(cfg.eval.get("restart", False))
     return runner.run(policy, metadata, identity=identity, restart=restart)

@@ -305,6 +305,7 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         "batch_size": batch_size,
         "num_layers": main.config.num_code_layers,
         "device": str(device),
+        "precision": getattr(stack, "precision", "float32"),
         **acc.summary(),
     }
     write_json_atomic(output_dir(cfg) / "summary.json", summary)

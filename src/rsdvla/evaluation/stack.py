@@ -19,6 +19,7 @@ from rsdvla.checkpoints import (
 )
 from rsdvla.cli import build
 from rsdvla.data.normalization import ActionNormalizer
+from rsdvla.decoding.precision import cast_for_decoding, resolve_precision
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.models.context_draft import ContextDraft
 from rsdvla.tokenizer import RFSQTokenizer
@@ -39,6 +40,7 @@ class EvalStack:
     baseline: Any
     normalizer: ActionNormalizer
     device: torch.device
+    precision: str = "float32"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,7 +65,8 @@ def load_draft(path) -> DraftModel | ContextDraft:
 
 
 def load_stack(cfg: DictConfig) -> EvalStack:
-    """Checkpoints named in ``cfg.ckpt`` -> an :class:`EvalStack` on ``cfg.device``.
+    """Checkpoints named in ``cfg.ckpt`` -> an :class:`EvalStack` on ``cfg.device``, main and
+    draft in ``cfg.precision`` (``float32`` | ``bfloat16``; the tokenizer stays float32).
 
     Fails early (one line naming the file and the field) when the tokenizer does not match the
     main or draft model, when main or draft was trained with another tokenizer (content hash) or
@@ -71,6 +74,8 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     normalization statistics.
     """
     device = resolve_device(cfg.get("device", "auto"))
+    precision = str(cfg.get("precision", "float32"))
+    dtype = resolve_precision(precision)  # before any checkpoint is read
     tokenizer = RFSQTokenizer.from_checkpoint(cfg.ckpt.tokenizer).to(device)
     main = MainModel.from_checkpoint(cfg.ckpt.main).to(device)
     check_tokenizer_matches(
@@ -96,6 +101,7 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     )
     from rsdvla.decoding import MainOnlyDecoder
 
+    cast_for_decoding(dtype, main, draft)  # content hashes stay those of the float32 files
     decoder = build(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
     baseline = MainOnlyDecoder(main=main, tokenizer=tokenizer)
-    return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device)
+    return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device, precision)

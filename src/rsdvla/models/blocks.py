@@ -135,5 +135,21 @@ class InputStandardizer(nn.Module):
         self.mean.copy_(hidden.mean(0))
         self.inv_std.copy_(1.0 / (hidden.std(0) + eps))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return (h - self.mean) * self.inv_std
+    def _apply(self, fn, recurse=True):
+        """Device moves apply; dtype casts do not: the statistics stay float32 in a bf16 model.
+
+        ``h - mean`` in bfloat16 (8 bits of mantissa) would wipe out the small variation around a
+        large static part that this standardization exists to expose.
+        """
+        super()._apply(fn, recurse)
+        for name in ("mean", "inv_std"):
+            buffer = getattr(self, name)
+            if buffer.dtype != torch.float32:
+                setattr(self, name, buffer.float())
+        return self
+
+    def forward(self, h: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``h[B, H]`` (any float dtype) -> standardized ``[B, H]``, computed in float32 and
+        returned in ``dtype`` (the consuming layer's; None: float32)."""
+        z = (h.float() - self.mean) * self.inv_std
+        return z if dtype is None else z.to(dtype)

@@ -62,7 +62,7 @@ class DraftModel(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h[B, H]`` -> logits ``[B, k, N, K]``."""
-        x = self.proj(self.input_norm(h)).unsqueeze(1) + self.queries
+        x = self.proj(self.input_norm(h, self.proj.weight.dtype)).unsqueeze(1) + self.queries
         for block in self.blocks:
             x = block(x, causal=False)
         return self.heads(self.ln_f(x))

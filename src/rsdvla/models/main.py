@@ -86,7 +86,7 @@ class MainModel(nn.Module):
         self, h: torch.Tensor, prefix: torch.Tensor, ctx: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``[ctx(h), e(prefix_0), ...]`` with positions: ``[B, 1 + P, d]`` (``ctx[B, 1, d]`` if precomputed)."""
-        x = self.ctx(self.input_norm(h)).unsqueeze(1) if ctx is None else ctx
+        x = self.context(h).unsqueeze(1) if ctx is None else ctx
         if prefix.shape[1]:
             x = torch.cat([x, self.embed(prefix)], dim=1)
         return x + self.pos[: x.shape[1]]
@@ -111,8 +111,9 @@ class MainModel(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def context(self, h: torch.Tensor) -> torch.Tensor:
-        """Main's context state ``[B, d]`` of ``h[B, H]`` (the input of its first position)."""
-        return self.ctx(self.input_norm(h))
+        """Main's context state ``[B, d]`` of ``h[B, H]`` (the input of its first position), in
+        the model's dtype whatever ``h``'s (a bf16 model standardizes ``h`` in float32 first)."""
+        return self.ctx(self.input_norm(h, self.ctx.weight.dtype))
 
     @torch.no_grad()
     def start(self, h: torch.Tensor) -> DecodeState:
