@@ -3,8 +3,10 @@
     python benchmarks/bench_decode.py                       # default model sizes, batch 1 and 32
     python benchmarks/bench_decode.py --batch-sizes 1 --repeats 50 --threads 1
     python benchmarks/bench_decode.py --main-ckpt M --draft-ckpt D --tokenizer-ckpt T --store S.h5
+    python benchmarks/bench_decode.py --precisions bfloat16   # one precision (default: both)
 
-Settings (all with the ``exact`` rule, so every RSD setting returns main-only's codes):
+Settings, each in every precision of ``--precisions`` (float32, bfloat16), all with the ``exact``
+rule (RSD returns main-only's codes up to floating-point ties; the ``tokens = main-only`` column):
   - ``oracle k=3`` / ``oracle k=7``: a draft that runs a real ``DraftModel`` forward of that k (its
     cost) but returns main's own greedy codes (precomputed outside the timed region): every
     layer is accepted; the ceilings are L/(L-k) = 1.6x and 8x in main-model passes;
@@ -18,6 +20,7 @@ Results go to stdout (markdown) and replace the ``## Decoding speed`` section of
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import sys
@@ -29,31 +32,69 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
+from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
 
 SECTION = "## Decoding speed"
-ANALYSIS = """
-Reading the numbers (CPU-time ratios, the steadier clock on this shared machine): the decoders
-add little of their own (measured speedups sit near the `predicted` values from bare model
-calls), so the speedup is set by two costs relative to one main step. (1) The draft: the seed's
-projected draft (4096->512 projection, one 512-wide block, k heads) costs 0.30 step at batch 1;
-the context draft (LayerNorm + one linear map on main's context state, which every decode
-computes anyway) costs 0.06 step at batch 1 and 32 (`ctx draft` column: the head alone, on a
-precomputed context; goal <= 0.1 met for k=3, 0.12 for k=7). (2) The verify pass over k+1 = 4
-positions: on this CPU it costs 1.6 steps at batch 1 and 2.1 at batch 32, because one core is
-compute-bound already at M = 1 (a 512->2048 linear costs 1.9x as much at M = 4 as at M = 1,
-measured with one thread). With verify = 1.6 steps the k=3 oracle is capped near
-8 / (4 + 1.6 + 0.06) = 1.42x: the goals (oracle k=3 >= 1.45x at batch 1, >= 1.3x at batch 32,
-never-agree >= 0.95x) are **not met on this CPU** (1.39x, 1.26x, 0.92x; 0.99x with the opt-in
-`skip_below`). They need verify <= 1.45 steps, which is what a GPU gives (a pass over 4 positions
-costs about one step there); no GPU was available to this session, so the GPU rows, with and
-without `decoder.compile`, are still to be measured (`python benchmarks/bench_decode.py` and
-`... --compile` on a GPU machine). `decoder.compile` (torch.compile; CUDA graphs on a GPU) gives
-nothing on this CPU: the CPU-sized main-only decode took 4.4-4.6 ms vs 4.0-4.3 ms per call
-compiled vs eager (inductor, one thread, medians of 60). Truncating depth is the strong
-baseline: `main-only m=3` is 2.6x at both batch sizes, above every RSD ceiling with k=3 (1.6x).
-"""
+
+
+def analysis(rows: list[dict], costs: list[dict], key: str) -> str:
+    """The reading of one run, every figure taken from ``rows`` and ``costs`` (``key``: the clock)."""
+
+    def row(precision, batch, setting):
+        return next(
+            (
+                r
+                for r in rows
+                if (r["precision"], r["batch"], r["setting"]) == (precision, batch, setting)
+            ),
+            None,
+        )
+
+    lines = ["Reading the numbers (ratios of medians on the clock named above):", ""]
+    for c in costs:
+        p, b = c["precision"], c["batch"]
+        oracle, never = row(p, b, "oracle k=3"), row(p, b, "never-agree k=3")
+        m3, skip = row(p, b, "main-only m=3"), row(p, b, "never-agree k=3, skip_below=0.7")
+        if oracle is None or never is None:
+            continue
+        same = oracle["same_codes"]
+        lines.append(
+            f"- **{p}, batch {b}:** a verify pass over 4 positions costs {c['verify k=3'] / c['step']:.2f} "
+            f"main steps, the context draft {c['ctx draft k=3'] / c['step']:.2f} and the projected draft "
+            f"{c['draft k=3'] / c['step']:.2f}. Oracle k=3 {oracle[key]:.2f}x (ceiling 1.6x), never-agree "
+            f"{never[key]:.2f}x"
+            + (f" ({skip[key]:.2f}x with `skip_below`)" if skip else "")
+            + (f"; `main-only m=3` {m3[key]:.2f}x" if m3 else "")
+            + (
+                f". Exact RSD returned main-only's tokens for {100 * same:.2f}% of them"
+                + (
+                    " (bit-identical)."
+                    if same == 1.0
+                    else ": verify and single steps run different matrix kernels at this batch size, and "
+                    "bf16 rounding turns their different summation orders into different argmaxes "
+                    "(random weights have near-tied logits; the oracle then loses layers)."
+                )
+                if same is not None
+                else "."
+            )
+        )
+    lines += [
+        "",
+        "Why: on one CPU core a main step at batch 1 streams its weights once, and a pass over 4 "
+        "positions in float32 costs 1.6-1.7 steps because the float32 matrix kernels are already "
+        "compute-bound at 4 rows; in bfloat16 (AMX tiles on this Xeon) 4 rows cost about what 1 row "
+        "does, as on a GPU, so the oracle approaches its ceiling. At batch 32 a step is 32 rows and a "
+        "verify pass 128: the work grows 4x whatever the precision, so the batch-32 goals need a "
+        "GPU. `decoder.compile` (torch.compile; CUDA graphs on a GPU) gives nothing on this CPU (the "
+        "CPU-sized main-only decode took 4.4-4.6 ms vs 4.0-4.3 ms per call compiled vs eager, "
+        "inductor, one thread, medians of 60, measured 2026-11-28). Truncating depth is the strong "
+        "baseline: `main-only m=3` is above every RSD ceiling with k=3 (1.6x) at every batch size.",
+    ]
+    return "\n".join(lines)
+
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 JSON = Path(__file__).resolve().parent / "results" / "bench_decode.json"
 SETTINGS = (  # label, draft kind (proj: DraftModel on h; ctx: ContextDraft on main's context), k, shift, skip_below
@@ -104,8 +145,9 @@ class CostedScriptedDraft(nn.Module):
         return self._logits
 
 
-def build_random(hidden_dim: int, device: torch.device):
-    """Random default-size main, tokenizer and drafts: ``{("proj", k): DraftModel, ("ctx", k): ContextDraft}``."""
+def build_random(hidden_dim: int, device: torch.device, precision: str = "float32"):
+    """Random default-size main, tokenizer and drafts: ``{("proj", k): DraftModel, ("ctx", k): ContextDraft}``;
+    main and drafts in ``precision`` (the same weights, rounded, for every precision)."""
     torch.manual_seed(0)
     main = MainModel(hidden_dim=hidden_dim).to(device).eval()
     tokenizer = RFSQTokenizer().to(device).eval()
@@ -116,6 +158,7 @@ def build_random(hidden_dim: int, device: torch.device):
     for k in (3, 7):
         ctx = ContextDraft(context_dim=main.config.d_model, num_draft_layers=k)
         drafts[("ctx", k)] = ctx.to(device).eval()
+    cast_for_decoding(PRECISIONS[precision], main, *drafts.values())
     return main, tokenizer, drafts
 
 
@@ -134,7 +177,16 @@ def timed(call, sync: bool):
     return time.perf_counter() - wall, time.thread_time() - cpu, result
 
 
-def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: bool) -> list[dict]:
+def same_codes(codes: torch.Tensor, reference: torch.Tensor) -> float | None:
+    """Share of the tokens equal to main-only's (``codes[B, T, D, L]``); None for another depth."""
+    if codes.shape != reference.shape:
+        return None
+    return (codes == reference).float().mean().item()
+
+
+def bench_batch(
+    settings: dict, batch: int, warmup: int, repeats: int, sync: bool, precision: str
+) -> list[dict]:
     """Interleaved timing of every setting on the same input; returns one row per setting."""
     names = list(settings)
     for name in names:
@@ -152,6 +204,10 @@ def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: boo
             cpus[name].append(cpu)
             stages[name].append(result.stats.seconds)
             accepted[name].append(result.stats.accepted_layers.float().mean().item())
+    reference = settings["main-only"][0](settings["main-only"][1]).codes
+    same = {
+        name: same_codes(settings[name][0](settings[name][1]).codes, reference) for name in names
+    }
     base = statistics.median(walls["main-only"])
     base_cpu = statistics.median(cpus["main-only"])
     rows = []
@@ -163,6 +219,7 @@ def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: boo
         }
         rows.append(
             dict(
+                precision=precision,
                 batch=batch,
                 setting=name,
                 median_ms=med * 1e3,
@@ -172,6 +229,7 @@ def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: boo
                 cpu_ms=med_cpu * 1e3,
                 cpu_speedup=base_cpu / med_cpu,
                 accepted=statistics.mean(accepted[name]),
+                same_codes=same[name],
                 **stage_med,
             )
         )
@@ -180,7 +238,13 @@ def bench_batch(settings: dict, batch: int, warmup: int, repeats: int, sync: boo
 
 @torch.inference_mode()
 def component_costs(
-    main: MainModel, drafts: dict, h: torch.Tensor, warmup: int, repeats: int, clock: str
+    main: MainModel,
+    drafts: dict,
+    h: torch.Tensor,
+    warmup: int,
+    repeats: int,
+    clock: str,
+    precision: str,
 ) -> dict:
     """Median ms (``clock``: wall or cpu) of one main step, a verify pass of k drafted layers and
     a draft forward, interleaved."""
@@ -210,34 +274,36 @@ def component_costs(
             wall, cpu, _ = timed(call, sync)
             if r >= warmup:
                 times[name].append((cpu if clock == "cpu" else wall) * 1e3)
-    return {"batch": b, **{name: statistics.median(v) for name, v in times.items()}}
+    medians = {name: statistics.median(v) for name, v in times.items()}
+    return {"precision": precision, "batch": b, **medians}
 
 
 def cost_markdown(costs: list[dict]) -> str:
-    names = [k for k in costs[0] if k != "batch"]
+    names = [k for k in costs[0] if k not in ("batch", "precision")]
     lines = [
-        "| batch | "
+        "| precision | batch | "
         + " | ".join(f"{n} ms (steps)" for n in names)
         + " | predicted oracle k=3 (ctx draft) | predicted never-agree k=3 (ctx draft) |",
-        "|" + "---|" * (len(names) + 3),
+        "|" + "---|" * (len(names) + 4),
     ]
     for c in costs:
         cells = [f"{c[n]:.2f} ({c[n] / c['step']:.2f})" for n in names]
         extra = (c["verify k=3"] + c["ctx draft k=3"]) / c["step"]
         cells += [f"{8 / (4 + extra):.2f}x", f"{8 / (7 + extra):.2f}x"]
-        lines.append(f"| {c['batch']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {c['precision']} | {c['batch']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| batch | setting | accepted layers | wall ms median (p10-p90) | draft | verify | main steps "
-        "| detok | speedup (wall) | CPU ms median | speedup (CPU time) |"
+        "| precision | batch | setting | accepted layers | tokens = main-only | wall ms median (p10-p90) "
+        "| draft | verify | main steps | detok | speedup (wall) | CPU ms median | speedup (CPU time) |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
-            f"| {r['batch']} | {r['setting']} | {r['accepted']:.2f} | {r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f}) "
+            f"| {r['precision']} | {r['batch']} | {r['setting']} | {r['accepted']:.2f} "
+            f"| {'-' if r['same_codes'] is None else format(r['same_codes'], '.4f')} | {r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f}) "
             f"| {r['draft']:.2f} | {r['verify']:.2f} | {r['main_steps']:.2f} | {r['detokenize']:.2f} "
             f"| **{r['speedup']:.2f}x** | {r['cpu_ms']:.2f} | **{r['cpu_speedup']:.2f}x** |"
         )
@@ -263,13 +329,14 @@ def write_section(path: Path, body: str) -> None:
     tmp.replace(path)
 
 
-def trained_stack(args, device):
+def trained_stack(args, device, precision: str):
     from rsdvla.data import HiddenStateStore
     from rsdvla.data.split import split_episodes
 
     main = MainModel.from_checkpoint(args.main_ckpt).to(device)
     draft = DraftModel.from_checkpoint(args.draft_ckpt).to(device)
     tokenizer = RFSQTokenizer.from_checkpoint(args.tokenizer_ckpt).to(device)
+    cast_for_decoding(PRECISIONS[precision], main, draft)
     arrays = HiddenStateStore(args.store).load(("hidden", "episode"))
     _, val = split_episodes(arrays["episode"], args.val_fraction, args.seed)
     rows = torch.from_numpy(
@@ -278,6 +345,47 @@ def trained_stack(args, device):
         ]
     )
     return main, draft, tokenizer, rows.float().to(device)
+
+
+def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, precision, sync):
+    """Every setting of :data:`SETTINGS` (and the trained one) at one precision and batch size."""
+    levels = main_model.config.levels
+    main_only = MainOnlyDecoder(main_model, tokenizer, compile=args.compile)
+    greedy = codes_to_layers(main_only(h).codes)  # the oracle's answer, in this precision
+    settings = {
+        "main-only": (main_only, h),
+        "main-only m=3": (
+            MainOnlyDecoder(main_model, tokenizer, depth=3, compile=args.compile),
+            h,
+        ),
+    }
+    for label, kind, k, shift, skip in SETTINGS:
+        scripted = CostedScriptedDraft(drafts[(kind, k)])
+        scripted.set_target(greedy[:, :k], shift, levels)
+        decoder = SpeculativeDecoder(
+            main_model,
+            scripted,
+            tokenizer,
+            ExactAcceptance(),
+            skip_below=skip,
+            compile=args.compile,
+        )
+        settings[label] = (decoder, h)
+    batch = h.shape[0]
+    rows = bench_batch(settings, batch, args.warmup, args.repeats, sync, precision)
+    if trained is not None:
+        t_main, t_draft, t_tok, hidden = trained
+        th = hidden[:batch]
+        t_settings = {
+            "main-only": (MainOnlyDecoder(t_main, t_tok), th),
+            f"trained k={t_draft.num_draft_layers}": (
+                SpeculativeDecoder(t_main, t_draft, t_tok, ExactAcceptance()),
+                th,
+            ),
+        }
+        trained_rows = bench_batch(t_settings, batch, args.warmup, args.repeats, sync, precision)
+        rows += [r for r in trained_rows if r["setting"] != "main-only"]
+    return rows
 
 
 def main(argv=None) -> list[dict]:
@@ -309,63 +417,37 @@ def main(argv=None) -> list[dict]:
     parser.add_argument(
         "--compile", action="store_true", help="decoder.compile=true for every decoder (a GPU)"
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=list(PRECISIONS),
+        help="decoding precisions to measure, one after the other (evaluate.py's `precision`)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = device.type == "cuda"
-    trained = None
-    if args.draft_ckpt:
-        if not (args.main_ckpt and args.tokenizer_ckpt and args.store):
-            parser.error(
-                "--draft-ckpt needs --main-ckpt, --tokenizer-ckpt and --store (held-out hidden states)"
-            )
-        trained = trained_stack(args, device)
-
-    main_model, tokenizer, drafts = build_random(args.hidden_dim, device)
-    levels = main_model.config.levels
-    rows, costs = [], []
-    for batch in args.batch_sizes:
-        h = torch.randn(batch, args.hidden_dim, device=device)
-        main_only = MainOnlyDecoder(main_model, tokenizer, compile=args.compile)
-        greedy = codes_to_layers(main_only(h).codes)
-        settings = {"main-only": (main_only, h)}
-        settings["main-only m=3"] = (
-            MainOnlyDecoder(main_model, tokenizer, depth=3, compile=args.compile),
-            h,
+    if args.draft_ckpt and not (args.main_ckpt and args.tokenizer_ckpt and args.store):
+        parser.error(
+            "--draft-ckpt needs --main-ckpt, --tokenizer-ckpt and --store (held-out hidden states)"
         )
-        for label, kind, k, shift, skip in SETTINGS:
-            scripted = CostedScriptedDraft(drafts[(kind, k)])
-            scripted.set_target(greedy[:, :k], shift, levels)
-            decoder = SpeculativeDecoder(
-                main_model,
-                scripted,
-                tokenizer,
-                ExactAcceptance(),
-                skip_below=skip,
-                compile=args.compile,
+    rows, costs = [], []
+    for precision in args.precisions:
+        main_model, tokenizer, drafts = build_random(args.hidden_dim, device, precision)
+        trained = trained_stack(args, device, precision) if args.draft_ckpt else None
+        for batch in args.batch_sizes:
+            h = torch.randn(batch, args.hidden_dim, device=device)  # float32, as backbones give
+            rows += bench_precision_batch(
+                args, main_model, tokenizer, drafts, trained, h, precision, sync
             )
-            settings[label] = (decoder, h)
-        rows += bench_batch(settings, batch, args.warmup, args.repeats, sync)
-        if trained is not None:
-            t_main, t_draft, t_tok, hidden = trained
-            th = hidden[:batch]
-            t_settings = {
-                "main-only": (MainOnlyDecoder(t_main, t_tok), th),
-                f"trained k={t_draft.num_draft_layers}": (
-                    SpeculativeDecoder(t_main, t_draft, t_tok, ExactAcceptance()),
-                    th,
-                ),
-            }
-            rows += [
-                r
-                for r in bench_batch(t_settings, batch, args.warmup, args.repeats, sync)
-                if r["setting"] != "main-only"
-            ]
-        print(markdown([r for r in rows if r["batch"] == batch]), flush=True)
-        clock = "wall" if sync else "cpu"
-        costs.append(component_costs(main_model, drafts, h, args.warmup, args.repeats, clock))
-        print(cost_markdown(costs[-1:]), flush=True)
+            print(markdown([r for r in rows if (r["precision"], r["batch"]) == (precision, batch)]))
+            clock = "wall" if sync else "cpu"
+            costs.append(
+                component_costs(main_model, drafts, h, args.warmup, args.repeats, clock, precision)
+            )
+            print(cost_markdown(costs[-1:]), flush=True)
 
     table = (
         markdown(rows)
@@ -384,20 +466,23 @@ def main(argv=None) -> list[dict]:
     clock = "wall" if sync else "thread CPU"
     speed_key = "speedup" if sync else "cpu_speedup"
     goals = "; ".join(
-        f"{g['setting']} at batch {g['batch']}: {g['measured']:.2f}x vs >= {g['goal']}x "
+        f"{g['setting']} at batch {g['batch']} in {g['precision']}: {g['measured']:.2f}x vs >= {g['goal']}x "
         f"({'met' if g['met'] else 'NOT met'})"
         for g in goal_report(rows, speed_key)
     )
-    body = f"""Measured with `{command.strip()}` on {where}, torch {torch.__version__}.
+    body = f"""Measured with `{command.strip()}` on {where}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}.
 Default sizes: main d_model 512 / 6 layers / 8 heads, draft d_model 512 / 1 block, H={args.hidden_dim},
-L=8 layers, K=7 levels, N=128 tokens per layer; random weights, `exact` acceptance (every RSD row
-returns main-only's codes). Oracle drafts run a real draft forward of that k (its cost) and
-return main's greedy codes, precomputed outside the timed region: by default the context draft
-(`ContextDraft`: LayerNorm + one linear map on main's context state, which the verify pass then
-reuses), in the `projected draft` rows the seed's `DraftModel` (4096->512 projection + one block).
-The never-agree draft returns codes off by one level; `skip_below=0.7` is the opt-in fallback
-that decodes main-only while the draft keeps failing (every 8th call still drafts to re-check).
-`main-only m=3` decodes only the first 3 layers (the truncated-depth baseline; its codes differ).
+L=8 layers, K=7 levels, N=128 tokens per layer; random weights, `exact` acceptance. Each precision
+(`precision` of `evaluate.py`: main and drafts in that dtype, hidden states standardized in float32,
+the tokenizer in float32) is measured on the same weights; `tokens = main-only` is the share of an
+RSD row's tokens equal to main-only's in that precision (1 = bit-identical). Oracle drafts run a
+real draft forward of that k (its cost) and return main's greedy codes, precomputed outside the
+timed region: by default the context draft (`ContextDraft`: LayerNorm, one GELU layer of 512 and
+a linear map on main's context state, which the verify pass then reuses), in the `projected draft`
+rows the seed's `DraftModel` (4096->512 projection + one block). The never-agree draft returns
+codes off by one level; `skip_below=0.7` is the opt-in fallback that decodes main-only while the
+draft keeps failing (every 8th call still drafts to re-check). `main-only m=3` decodes only the
+first 3 layers (the truncated-depth baseline; its codes differ).
 Goals (issue 10, ratio of medians): {goals}.
 Each of {args.repeats} repeats calls every setting once on the same input in a rotating order, after
 {args.warmup} warm-up calls each. Times are medians per decoder call (ms); stage columns are medians
@@ -410,7 +495,9 @@ Ceilings in main-model passes: oracle k=3 8/5 = 1.6x, oracle k=7 8x.
 
 `predicted` uses the bare costs above ({clock} clock): oracle k=3 = 8 / (4 + verify + draft),
 never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx and detokenize ignored).
-{ANALYSIS}"""
+
+{analysis(rows, costs, speed_key)}
+"""
     if not args.no_docs:
         write_section(args.docs, body)
         print(f"wrote the '{SECTION}' section of {args.docs}")
@@ -421,11 +508,20 @@ never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx an
 def goal_report(rows: list[dict], key: str) -> list[dict]:
     """Each goal of :data:`GOALS` with the measured ratio (``key``: speedup or cpu_speedup)."""
     out = []
-    for (batch, setting), goal in GOALS.items():
-        row = next((r for r in rows if r["batch"] == batch and r["setting"] == setting), None)
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    for precision, ((batch, setting), goal) in itertools.product(precisions, GOALS.items()):
+        row = next(
+            (
+                r
+                for r in rows
+                if (r["precision"], r["batch"], r["setting"]) == (precision, batch, setting)
+            ),
+            None,
+        )
         if row is not None:
             out.append(
                 {
+                    "precision": precision,
                     "batch": batch,
                     "setting": setting,
                     "goal": goal,
@@ -441,7 +537,11 @@ def write_json(path: Path, command: str, where: str, rows, costs, key: str) -> N
     import json
 
     fractions = [
-        {"batch": c["batch"], **{n: c[n] / c["step"] for n in c if n not in ("batch",)}}
+        {
+            "precision": c["precision"],
+            "batch": c["batch"],
+            **{n: c[n] / c["step"] for n in c if n not in ("batch", "precision")},
+        }
         for c in costs
     ]
     payload = {

@@ -2,7 +2,7 @@
 
 ``ctx[B, d]`` (``MainModel.context(h)``: main's standardizer and input projection, which every
 decode computes anyway) ``-> LayerNorm -> [Linear(d, hidden) -> GELU] -> Linear(., k * N * K)
--> logits[B, k, N, K]``. Its cost is one or two small matrix products: a few hundredths of a
+-> logits[B, k, N, K]``. Its cost is two small matrix products: under a tenth of a
 main step. It only makes sense with the main checkpoint it was trained on, whose content hash
 it records (``hyper_parameters.lineage.teacher``); loading a stack refuses any other main.
 """
@@ -19,7 +19,7 @@ from torch import nn
 @dataclass
 class ContextDraftConfig:
     context_dim: int = 512  # main's d_model
-    hidden: int = 0  # 0: linear heads on the context; > 0: one GELU layer of this width first
+    hidden: int = 512  # > 0: one GELU layer of this width first; 0: linear heads on the context
     num_draft_layers: int = 3  # k
     tokens_per_layer: int = 128  # N
     levels: int = 7  # K
