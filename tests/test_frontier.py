@@ -110,8 +110,24 @@ def test_offline_frontier_runs_every_setting_and_a_rerun_skips_them(
 
         monkeypatch.setattr(offline, "run_offline", refuse)
         again = frontier.run_frontier(cfg)
-    assert [r["name"] for r in again["rows"]] == list(settings)
-    assert (tmp_path / "frontier/frontier.png").stat().st_size > 10_000
+        assert [r["name"] for r in again["rows"]] == list(settings)
+        assert (tmp_path / "frontier/frontier.png").stat().st_size > 10_000
+        monkeypatch.undo()
+        # other checkpoints under the same paths: the finished points are stale
+        write_tiny_checkpoints(tmp_path / "artifacts", hidden_dim=32, seed=1)
+        with pytest.raises(
+            frontier.StaleResultError,
+            match=r"main_only/offline/summary\.json: "
+            r"computed with other checkpoints than this run's; rerun with "
+            r"frontier\.restart=true",
+        ):
+            frontier.run_frontier(cfg)
+        with open_dict(cfg):
+            cfg.frontier.restart = True
+        frontier.run_frontier(cfg)
+    assert len(list((tmp_path / "frontier/main_only").glob("offline.replaced-*"))) == 1
+    fresh = json.loads((tmp_path / "frontier/main_only/offline/summary.json").read_text())
+    assert fresh["identity"]["checkpoints"]["main"] != summary["identity"]["checkpoints"]["main"]
 
 
 def test_libero_point_summary_counts_only_the_planned_episodes(tmp_path):

@@ -1,6 +1,8 @@
 """The speed-success frontier of decoding strategies on one stack: ``python evaluate.py experiment=frontier``.
 
-Stages (each skipped when its output exists, so a rerun of the same command resumes):
+Stages (each skipped when its output exists, so a rerun of the same command resumes; an output
+computed with other overrides or checkpoints than this run's is refused in one line, or set aside
+as ``*.replaced-<time>`` and recomputed with ``frontier.restart=true``):
 
 1. ``train_context_draft``: ``train.py`` with ``frontier.context_draft_train`` (the context
    draft of the stack's main checkpoint), unless ``frontier.context_draft`` exists.
@@ -29,6 +31,7 @@ import math
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -114,8 +117,58 @@ def train_context_draft(cfg: DictConfig) -> None:
         )
 
 
+class StaleResultError(ValueError):
+    """A finished point of the work dir was computed with other settings or checkpoints."""
+
+
+def point_identity(cfg: DictConfig, name: str, stack) -> dict:
+    """What a point's numbers depend on: its ``evaluate.py`` overrides (common + setting) and the
+    content hashes of the checkpoints it loaded. The LIBERO point of a setting has this identity;
+    its offline point adds ``offline`` (the offline overrides)."""
+    models = (("tokenizer", stack.tokenizer), ("main", stack.main), ("draft", stack.draft))
+    return {
+        "overrides": [*map(str, cfg.frontier.common), *setting_overrides(cfg, name)],
+        "checkpoints": {
+            role: getattr(model, "content_hash", None)
+            for role, model in models
+            if model is not None
+        },
+    }
+
+
+def libero_identity(offline_summary: dict) -> dict:
+    """The identity of a setting's LIBERO point, from its offline summary's."""
+    return {k: v for k, v in offline_summary["identity"].items() if k != "offline"}
+
+
+def reusable(path: Path, found: dict | None, identity: dict, restart: bool) -> bool:
+    """Whether ``found`` (the summary at ``path``, or None) can stand for a point of ``identity``.
+
+    A summary of another identity (or of none: written before identities were recorded) is
+    refused in one line, or with ``restart`` its folder is renamed to ``*.replaced-<time>``.
+    """
+    if found is None:
+        return False
+    recorded = found.get("identity") or {}
+    if recorded == identity:
+        return True
+    differs = sorted(k for k in {*identity, *recorded} if recorded.get(k) != identity.get(k))
+    if not restart:
+        raise StaleResultError(
+            f"{path}: computed with other {', '.join(differs)} than this run's; rerun with "
+            "frontier.restart=true to set it aside and recompute it (or use another frontier.work_dir)"
+        )
+    folder = path.parent
+    aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.replace(aside)
+    log.warning(
+        "frontier.restart=true: %s (other %s) set aside as %s", folder, ", ".join(differs), aside
+    )
+    return False
+
+
 def run_offline_point(cfg: DictConfig, name: str) -> dict:
-    """Offline summary of one setting (loaded when it exists)."""
+    """Offline summary of one setting (loaded when it exists with this run's identity)."""
     from hydra import compose
 
     from rsdvla.evaluate import use_trained_split
@@ -124,17 +177,19 @@ def run_offline_point(cfg: DictConfig, name: str) -> dict:
 
     out = Path(cfg.frontier.work_dir) / name / "offline"
     path = out / "summary.json"
-    if path.exists():
-        return json.loads(path.read_text())
     overrides = [*map(str, cfg.frontier.common), "env=offline", *map(str, cfg.frontier.offline)]
     point = compose(config_name="evaluate", overrides=[*overrides, *setting_overrides(cfg, name)])
     with open_dict(point):
         point.paths.output_dir = str(out)
-    log.info("[offline %s] %s", name, " ".join(setting_overrides(cfg, name)))
     stack = load_stack(point)
+    identity = {**point_identity(cfg, name, stack), "offline": list(map(str, cfg.frontier.offline))}
+    if reusable(path, _read(path), identity, bool(cfg.frontier.get("restart", False))):
+        return _read(path)
+    log.info("[offline %s] %s", name, " ".join(setting_overrides(cfg, name)))
     use_trained_split(point, stack)  # the held-out split main was trained with
     summary = run_offline(point, stack)
     summary["overrides"] = setting_overrides(cfg, name)
+    summary["identity"] = identity
     write_json_atomic(path, summary)
     return summary
 
@@ -148,13 +203,18 @@ def planned_episodes(cfg: DictConfig) -> int:
     return len(list(lib.task_ids)) * int(lib.trials)
 
 
-def run_libero_point(cfg: DictConfig, name: str) -> dict:
-    """Run (or resume) the sharded LIBERO evaluation of one setting; returns the merged summary."""
+def run_libero_point(cfg: DictConfig, name: str, identity: dict) -> dict:
+    """Run (or resume) the sharded LIBERO evaluation of one setting; returns the merged summary.
+
+    ``identity``: the setting's (:func:`libero_identity`); a run dir of another is refused, or set
+    aside with ``frontier.restart=true``."""
     lib = cfg.frontier.libero
-    run_dir = libero_summary_path(cfg, name).parent
-    done = _read(libero_summary_path(cfg, name))
-    if done and done.get("episodes") == planned_episodes(cfg):
-        return done
+    path = libero_summary_path(cfg, name)
+    run_dir = path.parent
+    done = _read(path)
+    if reusable(path, done, identity, bool(cfg.frontier.get("restart", False))):
+        if done.get("episodes") == planned_episodes(cfg):
+            return done
     shards = int(lib.shards)
     base = [
         sys.executable,
@@ -180,7 +240,7 @@ def run_libero_point(cfg: DictConfig, name: str) -> dict:
             f"LIBERO shards of frontier setting {name} exited with {codes}; see {run_dir}, fix the "
             "cause and rerun the same command (finished episodes are kept)"
         )
-    summary = merge_planned(cfg, run_dir)
+    summary = merge_planned(cfg, run_dir, identity)
     if summary["episodes"] != planned_episodes(cfg):
         raise RuntimeError(
             f"{run_dir}: {summary['episodes']} of {planned_episodes(cfg)} planned episodes after the "
@@ -189,7 +249,7 @@ def run_libero_point(cfg: DictConfig, name: str) -> dict:
     return summary
 
 
-def merge_planned(cfg: DictConfig, run_dir: Path) -> dict:
+def merge_planned(cfg: DictConfig, run_dir: Path, identity: dict | None = None) -> dict:
     """One summary of the planned episodes in every episode file of ``run_dir`` (written to
     ``summary.json``). Episodes of other plans in the same files (e.g. more trials from an
     earlier, larger run) are kept on disk and left out of this point's numbers."""
@@ -215,6 +275,7 @@ def merge_planned(cfg: DictConfig, run_dir: Path) -> dict:
         "trials": int(lib.trials),
         "first_trial": int(lib.first_trial),
     }
+    summary["identity"] = identity
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
@@ -370,7 +431,7 @@ def run_frontier(cfg: DictConfig) -> dict:
     log.info("LIBERO points: %s", ", ".join(libero_names) or "none")
     libero = {}
     for name in libero_names:
-        libero[name] = run_libero_point(cfg, name)
+        libero[name] = run_libero_point(cfg, name, libero_identity(offline[name]))
         report(cfg, names, offline, libero, on)  # the table grows as points finish
     return report(cfg, names, offline, libero, on)
 
@@ -378,12 +439,16 @@ def run_frontier(cfg: DictConfig) -> dict:
 def report(cfg, names, offline, libero, on) -> dict:
     fr = cfg.frontier
     work = Path(fr.work_dir)
-    # LIBERO points from earlier runs of the same work_dir count too
+    # LIBERO points from earlier runs of the same work_dir count too, when of this run's identity
     for name in names:
         if name not in libero:
             found = _read(libero_summary_path(cfg, name))
-            if found:
+            if found and found.get("identity") == libero_identity(offline[name]):
                 libero[name] = found
+            elif found:
+                log.warning(
+                    "%s: of other settings or checkpoints, left out", libero_summary_path(cfg, name)
+                )
     rows = [row_for(n, offline[n], libero.get(n), flag) for n, flag in zip(names, on, strict=True)]
     write_csv(rows, work / "frontier.csv")
     plot(rows, work / "frontier.png")
