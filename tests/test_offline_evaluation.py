@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -265,3 +266,33 @@ def test_offline_compares_truncated_depth_with_main_only(synthetic_store, tmp_pa
     # the 3 decoded layers are main-only's own: 3 of 8 layers' tokens agree, no chunk is whole
     assert summary["token_agreement"] == pytest.approx(3 / 8) and summary["chunk_agreement"] == 0
     assert summary["action_mse_vs_main_only"] > 0
+
+
+def test_a_draft_trained_on_another_split_is_refused_and_one_store_spelled_two_ways_is_not(
+    synthetic_store, tmp_path
+):
+    from rsdvla.checkpoints import CheckpointError
+    from rsdvla.evaluate import use_trained_split
+
+    def trained_on(path, seed=0):
+        return SimpleNamespace(
+            lineage={"store": {"backbone": "synthetic", "hidden_dim": HIDDEN}},
+            train_config={"data": {"path": path, "val_fraction": 0.25, "seed": seed}},
+        )
+
+    rel = Path(os.path.relpath(synthetic_store))
+    cfg = OmegaConf.create(
+        {
+            "data": {"path": str(rel), "val_fraction": 0.1, "seed": 3},
+            "env": {"split": "val"},
+            "ckpt": {"main": "main.ckpt", "draft": "draft.ckpt"},
+        }
+    )
+    same = SimpleNamespace(main=trained_on(str(rel)), draft=trained_on(f"./{rel}"))
+    use_trained_split(cfg, same)  # "./x" and "x": one store
+    assert (cfg.data.val_fraction, cfg.data.seed) == (0.25, 0)  # main's split is used
+    other = SimpleNamespace(main=trained_on(str(rel)), draft=trained_on(str(rel), seed=1))
+    with pytest.raises(
+        CheckpointError, match=r"^draft\.ckpt: draft was trained on split .*seed': 1"
+    ):
+        use_trained_split(cfg, other)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,7 +19,8 @@ def trained_split(model) -> dict | None:
     data = (getattr(model, "train_config", None) or {}).get("data") or {}
     if not all(k in data for k in SPLIT_FIELDS):
         return None
-    return {"path": data.get("path"), **{k: data[k] for k in SPLIT_FIELDS}}
+    path = data.get("path")  # "./outputs/x.h5" and "outputs/x.h5" name one store
+    return {"path": os.path.normpath(path) if path else path, **{k: data[k] for k in SPLIT_FIELDS}}
 
 
 def use_trained_split(cfg: DictConfig, stack) -> None:
@@ -59,7 +61,7 @@ def use_trained_split(cfg: DictConfig, stack) -> None:
                 f"{split}, so held-out episodes of one may be training episodes of the other; retrain the "
                 "draft on main's store and split, or evaluate with env.split=all"
             )
-    if split["path"] and str(split["path"]) != str(cfg.data.path):
+    if split["path"] and split["path"] != os.path.normpath(str(cfg.data.path)):
         log.warning(
             "data.path=%s is not the store main was trained on (%s); the split is main's by episode id",
             cfg.data.path,
