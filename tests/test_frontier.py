@@ -169,6 +169,14 @@ def test_libero_point_summary_counts_only_the_planned_episodes(tmp_path):
     shard1 = [record(1, 25, True)]
     (run_dir / "episodes.shard0of2.jsonl").write_text("\n".join(shard0) + "\n")
     (run_dir / "episodes.shard1of2.jsonl").write_text("\n".join(shard1) + "\n")
+    # the run files the runner writes beside its episode files: the last run planned 3 trials
+    run = {
+        "identity": {"settings": {"suite": "libero_object"}, "decoder": {"depth": None}},
+        "plan": {"suite": "libero_object", "task_ids": [0, 1], "trials": 3, "first_trial": 25},
+    }
+    for shard in (0, 1):
+        plan = {**run["plan"], "num_shards": 2, "shard_id": shard}
+        (run_dir / f"run.shard{shard}of2.json").write_text(json.dumps({**run, "plan": plan}))
     summary = frontier.merge_planned(cfg, run_dir)
     assert summary["episodes"] == 3 and summary["successes"] == 2 and summary["complete"] is False
     (run_dir / "episodes.shard1of2.jsonl").write_text(
@@ -177,3 +185,9 @@ def test_libero_point_summary_counts_only_the_planned_episodes(tmp_path):
     summary = frontier.merge_planned(cfg, run_dir)
     assert summary["episodes"] == 4 and summary["successes"] == 3 and summary["complete"] is True
     assert json.loads((run_dir / "summary.json").read_text())["episodes"] == 4
+    # a shard run with other settings in the same folder is refused, as the merge command does
+    other = {**run, "identity": {**run["identity"], "decoder": {"depth": 3}}}
+    other["plan"] = {**run["plan"], "num_shards": 2, "shard_id": 1}
+    (run_dir / "run.shard1of2.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"were run with different settings .*depth"):
+        frontier.merge_planned(cfg, run_dir)

@@ -251,24 +251,17 @@ def run_libero_point(cfg: DictConfig, name: str, identity: dict) -> dict:
 
 def merge_planned(cfg: DictConfig, run_dir: Path, identity: dict | None = None) -> dict:
     """One summary of the planned episodes in every episode file of ``run_dir`` (written to
-    ``summary.json``). Episodes of other plans in the same files (e.g. more trials from an
+    ``summary.json``), merged as ``python -m rsdvla.evaluation.merge`` merges (shards of mixed
+    settings are refused). Episodes of other plans in the same files (e.g. more trials from an
     earlier, larger run) are kept on disk and left out of this point's numbers."""
-    from rsdvla.evaluation.aggregate import summarize
-    from rsdvla.evaluation.episodes import plan_episodes, read_episode_file, record_key
+    from rsdvla.evaluation.episodes import plan_episodes
+    from rsdvla.evaluation.merge import find_episode_files, merge_episode_files
 
     lib = cfg.frontier.libero
     plan = plan_episodes(
         str(lib.suite), [int(t) for t in lib.task_ids], int(lib.trials), int(lib.first_trial)
     )
-    keys = {spec.key for spec in plan}
-    records = [
-        r
-        for path in sorted(run_dir.glob("episodes*.jsonl"))
-        for r in read_episode_file(path)
-        if record_key(r) in keys
-    ]
-    summary = summarize(records)
-    summary["complete"] = summary["episodes"] == len(keys)
+    summary = merge_episode_files(find_episode_files([run_dir]), only={spec.key for spec in plan})
     summary["plan"] = {
         "suite": str(lib.suite),
         "task_ids": list(lib.task_ids),

@@ -74,9 +74,14 @@ def common_identity(files: Sequence[Path]) -> tuple[dict, dict, set[int]]:
     return identity, plan, shards
 
 
-def merge_episode_files(files: Sequence[Path]) -> dict:
+def merge_episode_files(files: Sequence[Path], only: set | None = None) -> dict:
     """Summary of all episodes in ``files`` (with ``merged_from``, ``complete``, ``missing_shards``,
-    ``missing_episodes``); raises ``ValueError`` on mixed settings."""
+    ``missing_episodes``); raises ``ValueError`` on mixed settings.
+
+    ``only``: episode keys (``record_key``) of a narrower plan to summarize, e.g. the trials a
+    frontier point asks for when the files also hold the episodes of an earlier, larger plan
+    (those stay on disk and out of the numbers); ``complete`` then refers to ``only``.
+    """
     identity, plan, shards = common_identity(files)
     planned = {
         spec.key
@@ -85,6 +90,9 @@ def merge_episode_files(files: Sequence[Path]) -> dict:
         )
     }
     records = [record for path in files for record in read_episode_file(path)]
+    if only is not None:
+        planned = set(only)
+        records = [r for r in records if record_key(r) in planned]
     stray = [r for r in records if record_key(r) not in planned]
     if stray:
         raise ValueError(
