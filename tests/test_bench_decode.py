@@ -1,0 +1,43 @@
+"""The decoding benchmark runs end to end and its rows say what the settings promise (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decode.py"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_decode", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
+    bench = load_bench()
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    out = tmp_path / "bench.json"
+    argv = ["--repeats", "1", "--warmup", "0", "--batch-sizes", "1", "--hidden-dim", "64"]
+    argv += ["--docs", str(docs), "--section", "## Decoding speed (test)", "--json", str(out)]
+    bench.main(argv)
+    payload = json.loads(out.read_text())
+    rows = {(r["precision"], r["setting"]): r for r in payload["rows"]}
+    for precision in ("float32", "bfloat16"):
+        oracle = rows[(precision, "oracle k=3")]
+        assert oracle["accepted"] == 3.0  # the oracle returns main's own codes
+        never = rows[(precision, "never-agree k=3")]
+        assert never["accepted"] == 0.0
+        assert never["same_codes"] == 1.0  # exact: main's answer whatever the draft
+        assert rows[(precision, "main-only m=3")]["same_codes"] is None  # other depth
+    assert {g["precision"] for g in payload["goals"]} == {"float32", "bfloat16"}
+    text = docs.read_text()
+    assert "## Decoding speed (test)" in text and "kept" in text
+    assert "| bfloat16 | 1 | oracle k=3 | 3.00 | 1.0000 |" in text
