@@ -110,3 +110,22 @@ def test_resolve_precision_names_the_field():
     assert resolve_precision("float32") is torch.float32
     with pytest.raises(ValueError, match=r"^frontier\.precision='half'"):
         resolve_precision("half", field="frontier.precision")
+
+
+def test_a_libero_run_records_a_non_default_precision_so_a_resume_in_another_is_refused(tmp_path):
+    from rsdvla.evaluation.libero_runner import run_identity
+
+    ckpts = write_tiny_checkpoints(tmp_path / "ck", 16)
+    paths = [f"ckpt.{kind}={path}" for kind, path in ckpts.items()]
+    identities = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = compose_config(
+            "evaluate", ["device=cpu", f"precision={precision}", *paths], tmp_path / precision
+        )
+        identities[precision] = run_identity(cfg, load_stack(cfg), "state")
+    assert "precision" not in identities["float32"]  # as recorded before the option existed
+    assert identities["bfloat16"]["precision"] == "bfloat16"
+    assert {k: v for k, v in identities["bfloat16"].items() if k != "precision"} == identities[
+        "float32"
+    ]
+    assert set(identities["float32"]["checkpoints"]) == {"tokenizer", "main", "draft"}

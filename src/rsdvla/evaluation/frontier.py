@@ -125,14 +125,11 @@ def point_identity(cfg: DictConfig, name: str, stack) -> dict:
     """What a point's numbers depend on: its ``evaluate.py`` overrides (common + setting) and the
     content hashes of the checkpoints it loaded. The LIBERO point of a setting has this identity;
     its offline point adds ``offline`` (the offline overrides)."""
-    models = (("tokenizer", stack.tokenizer), ("main", stack.main), ("draft", stack.draft))
+    from rsdvla.evaluation.stack import content_hashes
+
     return {
         "overrides": [*map(str, cfg.frontier.common), *setting_overrides(cfg, name)],
-        "checkpoints": {
-            role: getattr(model, "content_hash", None)
-            for role, model in models
-            if model is not None
-        },
+        "checkpoints": content_hashes(stack),
     }
 
 

@@ -437,6 +437,24 @@ def build_policy(cfg: DictConfig, stack, backbone):
     )
 
 
+def run_identity(cfg: DictConfig, stack, backbone_id: str) -> dict:
+    """What a LIBERO run directory's episodes depend on besides the plan (recorded in its run file;
+    a resume with another is refused): decoder config, backbone, gripper convention, checkpoint
+    hashes, and the decoding precision when it is not float32 (float32 runs keep the identity they
+    had before the option existed)."""
+    from rsdvla.evaluation.stack import content_hashes
+
+    identity = {
+        "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),
+        "backbone": backbone_id,
+        "invert_gripper": bool(cfg.env.get("invert_gripper", False)),
+        "checkpoints": content_hashes(stack),
+    }
+    if stack.precision != "float32":
+        identity["precision"] = stack.precision
+    return identity
+
+
 def run_libero(cfg: DictConfig, stack) -> dict:
     """``python evaluate.py env=libero``: settings (suite, task ids, shard) are checked before the backbone is built."""
     from rsdvla.cli import build
@@ -449,27 +467,13 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         )  # small models next to MuJoCo: more threads only contend
     backbone = build(cfg.backbone)
     policy = build_policy(cfg, stack, backbone)
+    backbone_id = getattr(backbone, "backbone_id", cfg.backbone._target_)
     metadata = {
         "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),
-        "backbone": getattr(backbone, "backbone_id", cfg.backbone._target_),
+        "backbone": backbone_id,
         "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
         "precision": stack.precision,
     }
-    identity = {
-        "decoder": metadata["decoder"],
-        "backbone": metadata["backbone"],
-        "invert_gripper": bool(cfg.env.get("invert_gripper", False)),
-        "checkpoints": {
-            name: getattr(model, "content_hash", None)
-            for name, model in (
-                ("tokenizer", stack.tokenizer),
-                ("main", stack.main),
-                ("draft", stack.draft),
-            )
-            if model is not None
-        },
-    }
-    if stack.precision != "float32":  # float32 runs keep the identity they had before the option
-        identity["precision"] = stack.precision
+    identity = run_identity(cfg, stack, backbone_id)
     restart = bool(cfg.eval.get("restart", False))
     return runner.run(policy, metadata, identity=identity, restart=restart)

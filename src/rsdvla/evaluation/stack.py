@@ -43,6 +43,12 @@ class EvalStack:
     precision: str = "float32"
 
 
+def content_hashes(stack) -> dict:
+    """``{"tokenizer", "main"[, "draft"]: content hash}`` of a stack: which checkpoints numbers came from."""
+    models = (("tokenizer", stack.tokenizer), ("main", stack.main), ("draft", stack.draft))
+    return {role: getattr(m, "content_hash", None) for role, m in models if m is not None}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
