@@ -16,7 +16,6 @@ from rsdvla.models.draft_module import greedy_layers
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
-CONTEXT_TINY = ["model.module.context_draft.context_dim=32"]
 FAST = ["trainer.max_epochs=40", "model.module.optimizer.lr=3e-3"]
 
 
@@ -31,7 +30,7 @@ def trained(tmp_path_factory):
     main = _train(tmp, store, "main", "trainer.max_epochs=3")
     teacher = f"model.module.teacher_ckpt={main['exported']}"
     draft = _train(tmp, store, "draft", *FAST, "model.module.draft.dropout=0", teacher)
-    context = _train(tmp, store, "context_draft", *FAST, teacher, *CONTEXT_TINY)
+    context = _train(tmp, store, "context_draft", *FAST, teacher)  # context_dim: from the teacher
     return {
         "tmp": tmp,
         "store": store,
@@ -69,6 +68,8 @@ def test_distilled_drafts_agree_with_the_teachers_greedy_codes(trained):
     assert (learned.mean() - fresh.mean()) > 0.4 and (learned_ctx.mean() - fresh_ctx.mean()) > 0.4
     # the targets were main's greedy codes, not the data: the teacher's lineage is recorded
     assert context.lineage["teacher"]["content_hash"] == teacher.content_hash
+    # context_dim: null in the config, resolved from the teacher and saved resolved
+    assert context.config.context_dim == teacher.config.d_model == 32
 
 
 def stack_cfg(trained, main_ckpt, draft_ckpt):

@@ -21,7 +21,8 @@ class ContextDraftModule(DistilledHeadModule):
     """``batch = {"hidden": [B, H], "tokens": [B, L, N]}``; loss over layers ``0..k-1``.
 
     Args:
-        context_draft: ``ContextDraftConfig`` fields; ``context_dim`` must equal the teacher's ``d_model``.
+        context_draft: ``ContextDraftConfig`` fields; ``context_dim`` null (default) takes the
+            teacher's ``d_model``; a number must equal it.
         teacher_ckpt: the main checkpoint whose context the draft reads (``python train.py model=main``).
         targets: ``teacher`` (main's greedy codes, default) or ``data`` (the ground-truth codes).
     """
@@ -49,9 +50,14 @@ class ContextDraftModule(DistilledHeadModule):
             )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "context_draft"
+        teacher = self._load_teacher(teacher_ckpt)
+        context_draft = dict(context_draft)
+        if context_draft.get("context_dim") is None:  # the width of the context it reads
+            context_draft["context_dim"] = teacher.config.d_model
+        self.hparams["context_draft"] = context_draft  # as resolved: what loading rebuilds
         self.model = ContextDraft(ContextDraftConfig(**context_draft))
         self.targets_from = targets
-        check_context_teacher(self._load_teacher(teacher_ckpt), self.model, teacher_ckpt)
+        check_context_teacher(teacher, self.model, teacher_ckpt)
 
     def on_fit_start(self) -> None:  # no input standardizer of its own: main's is used
         self.teacher.to(self.device)  # its context is the input, whichever the targets
