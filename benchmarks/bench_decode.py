@@ -105,9 +105,9 @@ def analysis(rows: list[dict], costs: list[dict], key: str, on_gpu: bool, thread
         "inductor, one thread, medians of 60, measured 2026-11-28). Truncating depth is the strong "
         "baseline: `main-only m=3` is above every RSD ceiling with k=3 (1.6x) at every batch size.",
         "",
-        "No GPU was available to this work: the GPU rows are still to be measured, eager and "
-        "compiled, each into its own section (`--section '## Decoding speed (GPU)'`, and with "
-        "`--compile --section '## Decoding speed (GPU, decoder.compile)'`).",
+        "No GPU was available to this work: the GPU rows, eager and with `decoder.compile`, are "
+        "still to be measured with `bash benchmarks/gpu_checks.sh` on a GPU machine (one command; "
+        "each run into its own section).",
     ]
     return "\n".join(lines)
 
