@@ -127,3 +127,13 @@ def test_evaluate_multirun_threshold_sweep_expands_and_instantiates(tmp_path):
         stack = load_stack(cfg)
         thresholds.append(stack.decoder.acceptance.threshold)
     assert thresholds == [0.5, 0.7, 0.9]
+
+
+def test_collected_demos_render_at_the_rollouts_size(tmp_path):
+    """Demos (collect.py) and rollouts (evaluate.py) must render alike: an image backbone's
+    training frames go through the same policy_image pipeline as its deployment frames."""
+    from rsdvla.envs.libero import RENDER_SIZE
+
+    collect = compose_config("collect", [], tmp_path / "c")
+    evaluate = compose_config("evaluate", [], tmp_path / "e")
+    assert collect.camera_size == evaluate.env.camera_size == RENDER_SIZE
