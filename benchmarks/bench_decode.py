@@ -35,6 +35,7 @@ from torch import nn
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
+from rsdvla.evaluation.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
 
@@ -327,25 +328,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str, section: str = SECTION) -> None:
-    """Replace (or append) the ``section`` heading's section, leaving other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == section)
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-    except StopIteration:
-        lines.append("")
-        start = end = len(lines)
-    new = lines[:start] + [section, "", *body.strip().splitlines(), ""] + lines[end:]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(new).rstrip("\n") + "\n")
-    tmp.replace(path)
-
-
 def trained_stack(args, device, precision: str):
     from rsdvla.data import HiddenStateStore
     from rsdvla.data.split import split_episodes
@@ -524,7 +506,7 @@ never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx an
 {analysis(rows, costs, speed_key, sync, torch.get_num_threads())}
 """
     if not args.no_docs:
-        write_section(args.docs, body, args.section)
+        write_markdown_section(args.docs, args.section, body, title="# Benchmarks")
         print(f"wrote the '{args.section}' section of {args.docs}")
     write_json(args.json, command.strip(), where, rows, costs, speed_key)
     return rows

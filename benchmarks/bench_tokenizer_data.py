@@ -21,7 +21,10 @@ import torch
 
 from rsdvla.data import ActionNormalizer, HiddenStateStoreWriter
 from rsdvla.data.datamodule import HiddenStateDataModule
+from rsdvla.evaluation.aggregate import write_markdown_section
 from rsdvla.tokenizer import RFSQTokenizer
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def median_time(fn, repeats: int) -> float:
@@ -100,13 +103,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from report import write_section
-
-        write_section(
-            "Tokenizer and data loading",
+        write_markdown_section(
+            DOCS,
+            "## Tokenizer and data loading",
             f"Command: `python benchmarks/bench_tokenizer_data.py --write` (median of {args.repeats} runs after one "
             f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}).\n\n"
             + table
@@ -115,6 +114,8 @@ def main() -> None:
             "Where the time goes (8192 chunks): the two MLPs about 35 ms, the 8 sequential residual layers "
             "about 27 ms, writing the int64 codes (64 MB) and dequantizing the rest. Loading: the whole store "
             "is held in memory and batches are gathered with one index per field.",
+            title="# Benchmarks\n\nEvery figure here is printed by a script under `benchmarks/`; "
+            "the command is given with it.",
         )
 
 

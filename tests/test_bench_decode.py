@@ -41,3 +41,17 @@ def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
     text = docs.read_text()
     assert "## Decoding speed (test)" in text and "kept" in text
     assert "| bfloat16 | 1 | oracle k=3 | 3.00 | 1.0000 |" in text
+
+
+def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_path):
+    from rsdvla.evaluation.aggregate import write_markdown_section
+
+    doc = tmp_path / "doc.md"
+    write_markdown_section(doc, "## A", "first", title="# Title")
+    assert doc.read_text() == "# Title\n\n## A\n\nfirst\n"
+    doc.write_text("# Title\n\n## A\n\nold\nlines\n\n## B\n\nkept\n")
+    write_markdown_section(doc, "## A", "new", title="# Title")
+    assert doc.read_text() == "# Title\n\n## A\n\nnew\n\n## B\n\nkept\n"
+    write_markdown_section(doc, "## C", "added", title="# Title")
+    assert doc.read_text().endswith("## B\n\nkept\n\n## C\n\nadded\n")
+    assert not list(tmp_path.glob("*.tmp"))

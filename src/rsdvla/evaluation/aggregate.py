@@ -162,6 +162,28 @@ def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
+def write_markdown_section(path: str | os.PathLike, heading: str, body: str, title: str) -> Path:
+    """Replace the section under ``heading`` (e.g. ``"## Frontier"``, up to the next ``## ``) of the
+    markdown file ``path`` by ``body``, or append it; other sections stay as they are. A missing
+    file starts with ``title``. Written to a temp file, then renamed over ``path``."""
+    path = Path(path)
+    lines = (path.read_text() if path.exists() else title).splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == heading)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+    except StopIteration:
+        lines.append("")
+        start = end = len(lines)
+    new = lines[:start] + [heading, "", *body.strip().splitlines(), ""] + lines[end:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(new).rstrip("\n") + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 

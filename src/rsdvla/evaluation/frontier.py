@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rsdvla.evaluation.aggregate import write_json_atomic
+from rsdvla.evaluation.aggregate import write_json_atomic, write_markdown_section
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
@@ -180,8 +180,9 @@ def run_offline_point(cfg: DictConfig, name: str) -> dict:
         point.paths.output_dir = str(out)
     stack = load_stack(point)
     identity = {**point_identity(cfg, name, stack), "offline": list(map(str, cfg.frontier.offline))}
-    if reusable(path, _read(path), identity, bool(cfg.frontier.get("restart", False))):
-        return _read(path)
+    found = _read(path)
+    if reusable(path, found, identity, bool(cfg.frontier.get("restart", False))):
+        return found
     log.info("[offline %s] %s", name, " ".join(setting_overrides(cfg, name)))
     use_trained_split(point, stack)  # the held-out split main was trained with
     summary = run_offline(point, stack)
@@ -386,23 +387,6 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_docs_section(path: Path, body: str) -> None:
-    """Replace (or append) the ``## Frontier`` section of a markdown file."""
-    lines = path.read_text().splitlines() if path.exists() else ["# Results"]
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-    except StopIteration:
-        start = end = len(lines)
-        lines.append("")
-    new = lines[:start] + [SECTION, "", *body.strip().splitlines(), ""] + lines[end:]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(new).rstrip("\n") + "\n")
-    tmp.replace(path)
-
-
 # ------------------------------------------------------------------------------------ run
 
 
@@ -449,9 +433,8 @@ def report(cfg, names, offline, libero, on) -> dict:
         for name in ("frontier.csv", "frontier.png"):
             shutil.copyfile(work / name, docs.parent / name)
         figure = "\n![speedup vs success and action error](frontier.png) (data: [frontier.csv](frontier.csv))\n"
-        write_docs_section(
-            docs, FRONTIER_NOTE.format(command=fr.command) + "\n" + table + "\n" + figure
-        )
+        body = FRONTIER_NOTE.format(command=fr.command) + "\n" + table + "\n" + figure
+        write_markdown_section(docs, SECTION, body, title="# Results")
     return {
         "rows": rows,
         "csv": str(work / "frontier.csv"),
