@@ -147,7 +147,8 @@ def mlp_r2(x_train, y_train, x_test, y_test, seed: int) -> float:
 
 
 def write_seeded_projector(checkpoint: Path, hidden: int) -> None:
-    """The proprio projector tests/test_openvla_oft.py saves (seed 1, bf16, DDP ``module.`` prefix)."""
+    """A seeded random proprio projector as OFT saves it (seed 1, bf16, DDP ``module.`` prefix);
+    tests/test_openvla_oft.py's tiny checkpoint uses this one too."""
     generator = torch.Generator().manual_seed(1)
     state = {
         "module.fc1.weight": torch.randn(hidden, 8, generator=generator) * 0.3,

@@ -7,6 +7,7 @@ unmarked tests (bad input, one line naming the fix) run under any install.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -75,15 +76,17 @@ def oft_checkpoint(tmp_path_factory) -> Path:
         capture_output=True,
         timeout=600,
     )
-    generator = torch.Generator().manual_seed(1)
-    state = {
-        "module.fc1.weight": torch.randn(TINY_H, 8, generator=generator) * 0.3,
-        "module.fc1.bias": torch.randn(TINY_H, generator=generator) * 0.1,
-        "module.fc2.weight": torch.randn(TINY_H, TINY_H, generator=generator) * 0.1,
-        "module.fc2.bias": torch.randn(TINY_H, generator=generator) * 0.1,
-    }
-    torch.save({k: v.to(torch.bfloat16) for k, v in state.items()}, out / PROJECTOR_FILE)
+    pooling_probe().write_seeded_projector(out, TINY_H)  # writes out / PROJECTOR_FILE
     return out
+
+
+def pooling_probe():
+    """``benchmarks/oft_pooling_probe.py``, whose seeded projector this fixture shares."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "oft_pooling_probe.py"
+    spec = importlib.util.spec_from_file_location("oft_pooling_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 _BACKBONES: dict = {}
