@@ -27,19 +27,22 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class LoggingPolicy(RSDPolicy):
-    """Keeps every chunk of every episode (a new list per ``reset``)."""
+    """Keeps every chunk of every episode (a new list per episode slot), in slot order."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.episodes: list[list[np.ndarray]] = []
 
-    def reset(self):
-        super().reset()
+    def new_slot(self, episode_seed):
+        slot = super().new_slot(episode_seed)
         self.episodes.append([])
+        slot.log = self.episodes[-1]
+        return slot
 
     def predict_action_chunk(self, obs_batch, slots=None):
         chunk = super().predict_action_chunk(obs_batch, slots)
-        self.episodes[-1].append(chunk.copy())
+        for slot, rows in zip(slots, chunk, strict=True):
+            slot.log.append(rows.copy()[None])
         return chunk
 
 
