@@ -32,10 +32,12 @@ class LoggingPolicy(RSDPolicy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.episodes: list[list[np.ndarray]] = []
+        self.seeds: list[int] = []
 
     def new_slot(self, episode_seed):
         slot = super().new_slot(episode_seed)
         self.episodes.append([])
+        self.seeds.append(int(episode_seed))
         slot.log = self.episodes[-1]
         return slot
 

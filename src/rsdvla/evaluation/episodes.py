@@ -206,9 +206,9 @@ class EpisodeFile:
         records = read_episode_file(self.path, repair=True)
         self._records = unique_records(records) + [r for r in records if is_error(r)]
 
-    def records(self) -> list[dict]:
-        """Finished episodes (error records left out)."""
-        return [r for r in self._records if not is_error(r)]
+    def records(self, include_errors: bool = False) -> list[dict]:
+        """Finished episodes (and, with ``include_errors``, the error records after them)."""
+        return [r for r in self._records if include_errors or not is_error(r)]
 
     def finished_keys(self) -> set[EpisodeKey]:
         """Keys of finished episodes (an episode with only an error record runs again)."""

@@ -401,9 +401,9 @@ class LiberoRunner:
         return {**asdict(settings), "max_steps": self.max_steps, "task_ids": self.task_ids}
 
     def _summarize(self, episodes: EpisodeFile, planned: set, metadata: dict) -> dict:
-        records = [r for r in episodes.records() if record_key(r) in planned]
+        records = [r for r in episodes.records(include_errors=True) if record_key(r) in planned]
         summary = summarize(records)
-        summary["complete"] = len(records) == len(planned)
+        summary["complete"] = summary["episodes"] == len(planned)
         summary["episode_file"] = str(self.episode_path)
         summary.update(metadata)
         write_json_atomic(self.summary_path, summary)

@@ -115,7 +115,9 @@ def run_episodes(
                     seed_globals(value)  # decoders drawing from the global generators (seed=None)
                 recorder = EpisodeRecorder(spec, max_steps, value, videos)
                 recorder.start(answer.obs, answer.instruction, answer.init_state_index)
-                running[worker] = _Running(spec, value, recorder, policy.new_slot(value), answer.obs)
+                running[worker] = _Running(
+                    spec, value, recorder, policy.new_slot(value), answer.obs
+                )
         if not running:
             continue
         workers = sorted(running)

@@ -170,6 +170,7 @@ class WorkerPool:
             daemon=True,
         )
         proc.start()
+        self.last_error.pop(worker, None)  # a new process: no error yet
         child.close()  # the worker's end lives only in the worker: its death is our EOF
         self._procs[worker], self._conns[worker] = proc, parent
 
@@ -193,7 +194,7 @@ class WorkerPool:
                 answer = self._conns[worker].recv()
             except (EOFError, OSError, ConnectionError) as err:
                 answer = self._died(worker, type(err).__name__)
-            if isinstance(answer, Failure):
+            if isinstance(answer, Failure) and not answer.died:
                 self.last_error[worker] = answer.message
             sent[worker] = answer
         return sent
@@ -207,7 +208,7 @@ class WorkerPool:
         if proc is not None:
             proc.join(timeout=5)
             code = proc.exitcode
-        last = self.last_error.get(worker, "none")
+        last = self.last_error.pop(worker, "none")
         return Failure(
             f"simulator worker {worker} (pid {getattr(proc, 'pid', '?')}) {_describe_exit(code)} "
             f"({how}); its last error: {last}",
