@@ -240,3 +240,26 @@ def test_a_killed_parent_resumes_without_losing_or_repeating(tmp_path):
     assert len(keys) == len(set(keys)) == 12 and summary["episodes"] == 12
     assert episode_file.read_text().startswith(before.rsplit("\n", 1)[0])  # nothing rewritten
     assert json.loads((run_dir / "summary.json").read_text())["complete"] is True
+
+
+@pytest.mark.sim
+def test_two_libero_workers_give_the_records_of_one_env(tmp_path):
+    """Two real LIBERO workers (libero_object tasks 0 and 1, 12 steps, state backbone, tiny
+    untrained stack): the same records as one env in process, episode for episode."""
+    pytest.importorskip("libero")
+    from helpers_ckpt import write_tiny_checkpoints
+    from test_libero_runner import eval_config
+
+    from rsdvla.backbones import StateBackbone
+    from rsdvla.evaluate import run
+
+    ckpts = write_tiny_checkpoints(tmp_path / "ck", 512, backbone=StateBackbone().backbone_id)
+    base = ["env.suite=libero_object", "env.task_ids=[0,1]", "env.max_steps=12", "trials=1"]
+    records = {}
+    for num_envs in (1, 2):
+        cfg = eval_config(tmp_path / f"n{num_envs}", ckpts, [*base, f"env.num_envs={num_envs}"])
+        summary = run(cfg)
+        assert summary["episodes"] == 2 and summary["errors"] == 0
+        records[num_envs] = by_key(lines(tmp_path / f"n{num_envs}" / "run" / "episodes.jsonl"))
+    assert records[2] == records[1]
+    assert {r["steps"] for r in records[2].values()} <= set(range(1, 13))
