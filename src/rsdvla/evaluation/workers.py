@@ -29,7 +29,16 @@ from rsdvla.evaluation.rollout import seed_globals
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Reset", "Step", "Failure", "InProcessEnvs", "WorkerPool", "make_simulators"]
+__all__ = [
+    "Reset",
+    "Step",
+    "Failure",
+    "InProcessEnvs",
+    "WorkerPool",
+    "make_simulators",
+    "available_cores",
+    "default_num_envs",
+]
 
 
 @dataclass
@@ -234,6 +243,22 @@ class WorkerPool:
                 proc.join()
             self._conns.pop(worker).close()
         self._procs.clear()
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_num_envs(value, processes: int = 1) -> int:
+    """``value`` (a configured ``num_envs``) or, when null, the available cores shared by
+    ``processes`` evaluation processes (at least 1)."""
+    if value is not None:
+        return int(value)
+    return max(1, available_cores() // max(1, int(processes)))
 
 
 def make_simulators(factory, settings, num_envs: int):
