@@ -46,7 +46,7 @@ from rsdvla.evaluation.episodes import (
 )
 from rsdvla.evaluation.plots import plot_summary
 from rsdvla.evaluation.rollout import seed_episode  # noqa: F401  (re-exported: its home before)
-from rsdvla.evaluation.vector_rollout import run_episodes
+from rsdvla.evaluation.vector_rollout import StageTimes, run_episodes
 from rsdvla.evaluation.videos import video_path, write_video
 from rsdvla.evaluation.workers import make_simulators
 
@@ -217,6 +217,7 @@ class LiberoRunner:
         )
         self.run_path = self.output_dir / run_file_name(settings.num_shards, settings.shard_id)
         self.lock_path = self.episode_path.with_name(self.episode_path.name + ".lock")
+        self.stage_times = StageTimes()  # where this process's run spent its time (benchmarks)
         self._plan = shard_episodes(
             plan_episodes(settings.suite, self.task_ids, settings.trials, settings.first_trial),
             settings.num_shards,
@@ -390,6 +391,7 @@ class LiberoRunner:
                     self.max_steps,
                     on_record,
                     videos=settings.videos,
+                    times=self.stage_times,
                 )
             finally:
                 sims.close()

@@ -40,9 +40,14 @@ MAX_ATTEMPTS = 2
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage over a run: ``policy`` (backbone + decode, batched calls),
-    ``sim`` (the simulators' step and reset requests, wall time of the slowest worker) and the
-    counts behind them. Per-chunk backbone/decode splits are in the episode records."""
+    """Seconds spent per stage over a run, and the counts behind them (per episode-step):
+
+    ``policy``: wall time of the batched ``select_actions`` calls; ``sim_step``: each worker's own
+    ``env.step`` (physics, and render with cameras); ``sim_wall``: wall time of the step requests
+    (the slowest worker); ``queue_wait``: per worker-step, the time its answer waited for the
+    slowest worker (``sim_wall - own step``); ``reset``: the reset requests. Per-chunk backbone and
+    decode times are in the episode records (``latency_ms``).
+    """
 
     seconds: Counter = field(default_factory=Counter)
     counts: Counter = field(default_factory=Counter)
@@ -129,7 +134,12 @@ def run_episodes(
         times.add("policy", time.perf_counter() - start, len(workers))
         start = time.perf_counter()
         answers = sims.step_many(dict(zip(workers, actions, strict=True)))
-        times.add("sim", time.perf_counter() - start, len(workers))
+        wall = time.perf_counter() - start
+        times.add("sim_wall", wall)
+        for answer in answers.values():
+            if not isinstance(answer, Failure):
+                times.add("sim_step", answer.seconds)
+                times.add("queue_wait", max(wall - answer.seconds, 0.0))
         for worker in workers:
             run, answer = running[worker], answers[worker]
             if isinstance(answer, Failure):

@@ -10,7 +10,8 @@ it is handed an episode of another task.
 workers; an env error is raised. :class:`WorkerPool` (N > 1): each worker is a subprocess
 (``forkserver`` start, so MuJoCo and its EGL context are created inside the worker, never
 inherited) with ``MUJOCO_EGL_DEVICE_ID`` set per worker when CUDA is present; requests go to all
-workers before any answer is read, so the simulators step in parallel. A worker that dies
+workers before any answer is read, so the simulators step in parallel; observations come back
+with the policy's keys only (``rollout.POLICY_KEYS``), not the raw frames. A worker that dies
 (segfault, OOM kill) answers a :class:`Failure` with its exit signal and last error and is
 replaced at its next episode.
 """
@@ -21,11 +22,12 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from rsdvla.evaluation.episodes import EpisodeSpec
-from rsdvla.evaluation.rollout import seed_globals
+from rsdvla.evaluation.rollout import POLICY_KEYS, seed_globals
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,12 @@ class Reset:
 
 @dataclass
 class Step:
+    """``seconds``: the wall time of ``env.step`` in its worker (physics and, with cameras, render)."""
+
     obs: dict
     done: bool
     info: Any
+    seconds: float = 0.0
 
 
 @dataclass
@@ -80,8 +85,9 @@ class _TaskEnv:
         return Reset(self.env.reset(index), self.env.instruction, index)
 
     def step(self, action) -> Step:
+        start = time.perf_counter()
         obs, done, info = self.env.step(action)
-        return Step(obs, bool(done), info)
+        return Step(obs, bool(done), info, time.perf_counter() - start)
 
     def close(self) -> None:
         if self.env is not None:
@@ -125,6 +131,7 @@ def worker_main(conn, factory, settings, egl_device: int | None) -> None:
                 return
             try:
                 answer = env.reset(*message[1:]) if kind == "reset" else env.step(message[1])
+                answer.obs = {k: answer.obs[k] for k in POLICY_KEYS if k in answer.obs}
             except Exception as err:  # an env that raised may be broken: rebuilt at the next reset
                 answer = Failure(f"{type(err).__name__}: {err}".splitlines()[0][:500])
                 env.close()
