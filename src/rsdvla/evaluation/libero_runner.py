@@ -469,8 +469,9 @@ def run_identity(cfg: DictConfig, stack, backbone_id: str) -> dict:
     return identity
 
 
-def run_libero(cfg: DictConfig, stack) -> dict:
-    """``python evaluate.py env=libero``: settings (suite, task ids, shard) are checked before the backbone is built."""
+def prepare_libero(cfg: DictConfig, stack) -> tuple[LiberoRunner, Any, dict, dict]:
+    """``(runner, policy, metadata, identity)`` of ``python evaluate.py env=libero``: settings
+    (suite, task ids, shard) are checked before the backbone is built; ``env.torch_threads`` set."""
     from rsdvla.cli import build
 
     runner = LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir)
@@ -488,6 +489,11 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
         "precision": stack.precision,
     }
-    identity = run_identity(cfg, stack, backbone_id)
+    return runner, policy, metadata, run_identity(cfg, stack, backbone_id)
+
+
+def run_libero(cfg: DictConfig, stack) -> dict:
+    """``python evaluate.py env=libero``: :func:`prepare_libero`, then the run."""
+    runner, policy, metadata, identity = prepare_libero(cfg, stack)
     restart = bool(cfg.eval.get("restart", False))
     return runner.run(policy, metadata, identity=identity, restart=restart)
