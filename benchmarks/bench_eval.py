@@ -3,8 +3,8 @@
     python benchmarks/bench_eval.py                                   # state and tiny, N = 1 2
     python benchmarks/bench_eval.py --num-envs 1 2 4 --trials 4       # more workers, more episodes
     python benchmarks/bench_eval.py --artifacts state=outputs/quickstart/artifacts   # trained stack
-    python benchmarks/bench_eval.py --backbones openvla_oft --oft-checkpoint DIR --device cuda \
-        --num-envs 1 8 16 --section "## Evaluation throughput (GPU, tiny OpenVLA-OFT)"
+    python benchmarks/bench_eval.py --backbones openvla_oft --oft-checkpoint DIR --oft-hidden-dim 64 \
+        --device cuda --num-envs 1 8 16 --section "## Evaluation throughput (GPU, tiny OpenVLA-OFT)"
 
 For every backbone (``state``: no cameras; ``tiny``: two cameras; ``openvla_oft``: a local
 checkpoint directory) and every ``N`` of ``--num-envs``, the same planned episodes (suite, task
@@ -78,7 +78,9 @@ def backbone_overrides(args, name: str) -> list[str]:
             raise SystemExit(
                 "--backbones openvla_oft needs --oft-checkpoint DIR (a local checkpoint)"
             )
-        out.append(f"backbone.checkpoint={args.oft_checkpoint}")
+        out += [f"backbone.checkpoint={args.oft_checkpoint}", f"backbone.device={args.device}"]
+        if args.oft_hidden_dim:
+            out.append(f"backbone.hidden_dim={args.oft_hidden_dim}")
     return out
 
 
@@ -187,6 +189,7 @@ def main(argv=None) -> list[dict]:
         "--artifacts", nargs="*", default=[], help="NAME=DIR of trained checkpoints"
     )
     parser.add_argument("--oft-checkpoint", help="local OpenVLA-OFT checkpoint dir (openvla_oft)")
+    parser.add_argument("--oft-hidden-dim", type=int, help="its width (the tiny one: 64)")
     parser.add_argument("--work-dir", type=Path, help="run dirs (default: a temporary folder)")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--section", default=SECTION)
