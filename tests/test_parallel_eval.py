@@ -263,3 +263,9 @@ def test_two_libero_workers_give_the_records_of_one_env(tmp_path):
         records[num_envs] = by_key(lines(tmp_path / f"n{num_envs}" / "run" / "episodes.jsonl"))
     assert records[2] == records[1]
     assert {r["steps"] for r in records[2].values()} <= set(range(1, 13))
+
+
+def test_num_envs_below_one_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"env.num_envs=0: must be a positive number") as err:
+        settings(num_envs=0)
+    assert "\n" not in str(err.value)
