@@ -371,15 +371,18 @@ class LiberoRunner:
                         recorder.frames,
                     )
                 episodes.append(record)  # the parent alone writes the episode file
-                if is_error(record):
-                    bar.set_postfix_str(f"{bar.postfix or ''} errors={len(episodes.error_keys())}")
-                    return
-                wins += bool(record["success"])
-                ran += 1
+                if not is_error(record):
+                    wins += bool(record["success"])
+                    ran += 1
+                    bar.update(1)
                 finished = len(episodes.finished_keys() & planned)
-                bar.update(1)
                 per_min = 60.0 * ran / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(success=f"{wins / finished:.1%}", ep_per_min=f"{per_min:.1f}")
+                errors = len(episodes.error_keys() & planned)
+                bar.set_postfix(
+                    success=f"{wins / max(finished, 1):.1%}",
+                    ep_per_min=f"{per_min:.1f}",
+                    **({"errors": errors} if errors else {}),
+                )
 
             sims = make_simulators(self.envs, settings, settings.num_envs)
             try:
