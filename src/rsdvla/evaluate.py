@@ -11,6 +11,7 @@ from rsdvla.evaluation.stack import load_stack
 
 log = logging.getLogger(__name__)
 
+
 def check_offline_settings(env: DictConfig) -> None:
     """``env.batch_size``/``env.max_batches`` >= 1 (max_batches may be null), ``env.warmup`` >= 0."""
     for field, low in (("batch_size", 1), ("max_batches", 1), ("warmup", 0)):
