@@ -7,6 +7,9 @@ the observations of all running episodes go to ``policy.select_actions`` with th
 is empty), then every worker steps. Each episode's record is built by its own
 :class:`EpisodeRecorder` and handed to ``on_record`` as soon as it ends.
 
+Lockstep: a round resets the free workers (all at once), then steps every running episode once;
+a reset (10 wait steps, an env rebuild on a task switch) holds the other workers for that round.
+
 An episode depends only on its plan entry: its initial state (``trial``), its seed
 (``rollout.episode_seed``: global generators seeded in its worker before the reset, decoder row
 states started from it) and its own slot. A failed worker (:class:`workers.Failure`) loses its
@@ -84,8 +87,7 @@ def run_episodes(
     running: dict[int, _Running] = {}
     times = times if times is not None else StageTimes()
 
-    def lost(worker: int, run: _Running | tuple, failure: Failure) -> None:
-        spec, value = (run.spec, run.seed) if isinstance(run, _Running) else run
+    def lost(spec: EpisodeSpec, value: int, failure: Failure) -> None:
         attempts[spec.key] += 1
         again = attempts[spec.key] < MAX_ATTEMPTS
         log.warning(
@@ -114,7 +116,7 @@ def run_episodes(
             for worker, (spec, value) in assign.items():
                 answer = answers[worker]
                 if isinstance(answer, Failure):
-                    lost(worker, (spec, value), answer)
+                    lost(spec, value, answer)
                     continue
                 if not getattr(sims, "in_process", False):  # (in process: seeded before the reset)
                     seed_globals(value)  # decoders drawing from the global generators (seed=None)
@@ -144,7 +146,7 @@ def run_episodes(
             run, answer = running[worker], answers[worker]
             if isinstance(answer, Failure):
                 del running[worker]
-                lost(worker, run, answer)
+                lost(run.spec, run.seed, answer)
                 continue
             run.obs = answer.obs
             if run.recorder.on_step(answer.obs, answer.done, answer.info):
