@@ -14,7 +14,8 @@ import torch
 from test_libero_runner import FakeEnvs, settings
 from test_policy import NORMALIZER, FakeBackbone
 
-from rsdvla.decoding import MainOnlyDecoder, SamplingAcceptance, SpeculativeDecoder
+from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SamplingAcceptance, SpeculativeDecoder
+from rsdvla.decoding.rows import RowState
 from rsdvla.evaluation.libero_runner import LiberoRunner
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.policy import RSDPolicy
@@ -26,23 +27,28 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class LoggingPolicy(RSDPolicy):
-    """Keeps every chunk of every episode (a new list per ``reset``)."""
+    """Keeps every chunk of every episode (a new list per episode slot), in slot order."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.episodes: list[list[np.ndarray]] = []
+        self.seeds: list[int] = []
 
-    def reset(self):
-        super().reset()
+    def new_slot(self, episode_seed):
+        slot = super().new_slot(episode_seed)
         self.episodes.append([])
+        self.seeds.append(int(episode_seed))
+        slot.log = self.episodes[-1]
+        return slot
 
-    def predict_action_chunk(self, obs_batch):
-        chunk = super().predict_action_chunk(obs_batch)
-        self.episodes[-1].append(chunk.copy())
+    def predict_action_chunk(self, obs_batch, slots=None):
+        chunk = super().predict_action_chunk(obs_batch, slots)
+        for slot, rows in zip(slots, chunk, strict=True):
+            slot.log.append(rows.copy()[None])
         return chunk
 
 
-def sampled_policy(seeded: bool = True) -> LoggingPolicy:
+def sampled_policy() -> LoggingPolicy:
     torch.manual_seed(0)
     main = MainModel(
         hidden_dim=H,
@@ -62,8 +68,6 @@ def sampled_policy(seeded: bool = True) -> LoggingPolicy:
     policy = LoggingPolicy(
         FakeBackbone(), decoder, NORMALIZER, baseline=MainOnlyDecoder(main, tokenizer)
     )
-    if not seeded:
-        policy.seed_episode = lambda seed: None  # what the runner did before per-episode seeding
     return policy
 
 
@@ -86,8 +90,44 @@ def test_an_episode_run_alone_equals_the_same_episode_after_another(tmp_path):
     assert not np.array_equal(np.stack(both[0]), np.stack(both[1]))
 
 
-def test_without_per_episode_seeding_the_episode_depends_on_history(tmp_path):
-    """The defect being guarded against: one generator running across episodes."""
-    both = run(tmp_path, "both", sampled_policy(seeded=False), first_trial=0, trials=2)
-    alone = run(tmp_path, "alone", sampled_policy(seeded=False), first_trial=1, trials=1)
-    assert not np.array_equal(np.stack(alone[0]), np.stack(both[1]))
+def _decode_rows(decoder, h, seeds, calls=3):
+    """``calls`` consecutive decoder calls on ``h`` with one row state per seed -> codes per call."""
+    rows = [RowState(seed) for seed in seeds]
+    return [decoder(h, rows).codes for _ in range(calls)], rows
+
+
+@pytest.mark.parametrize("rule", ["sampling", "exact"])
+@pytest.mark.parametrize("skip_below", [None, 1.5])
+def test_a_row_decodes_the_same_whoever_shares_its_batch(rule, skip_below):
+    """Each row of a batch of 3 gives the codes (and the skip_below state) it gives alone, call
+    after call, for the sampling rule and for a greedy one, with and without skip_below."""
+    policy = sampled_policy()
+    decoder = policy.decoder
+    decoder.skip_below, decoder.probe_every = skip_below, 2
+    if rule == "exact":
+        decoder.acceptance = ExactAcceptance()
+    torch.manual_seed(1)
+    h = torch.randn(3, H)
+    seeds = [11, 12, 13]
+    together, rows_together = _decode_rows(decoder, h, seeds)
+    for b, seed in enumerate(seeds):
+        alone, (row_alone,) = _decode_rows(decoder, h[b : b + 1], [seed])
+        for call_together, call_alone in zip(together, alone, strict=True):
+            torch.testing.assert_close(call_together[b : b + 1], call_alone, rtol=0, atol=0)
+        assert rows_together[b] == row_alone
+    if rule == "sampling":  # rows with other seeds do sample differently (not trivially equal)
+        assert not torch.equal(together[0][0], together[0][1])
+    if skip_below is not None:  # the 3 rows did run through the fallback at some call
+        assert any(
+            r.accepted_ema is not None and r.accepted_ema < skip_below for r in rows_together
+        )
+
+
+def test_the_same_row_state_repeats_and_another_seed_differs():
+    decoder = sampled_policy().decoder
+    h = torch.randn(1, H)
+    first, _ = _decode_rows(decoder, h, [5])
+    again, _ = _decode_rows(decoder, h, [5])
+    other, _ = _decode_rows(decoder, h, [6])
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))

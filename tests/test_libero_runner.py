@@ -93,11 +93,11 @@ class CrashingPolicy(RSDPolicy):
         super().__init__(FakeBackbone(), FakeDecoder(), NORMALIZER, baseline=FakeDecoder())
         self.episodes, self.crash_at = 0, crash_at
 
-    def reset(self):
+    def new_slot(self, episode_seed):
         self.episodes += 1
         if self.episodes == self.crash_at:
             raise Crash
-        super().reset()
+        return super().new_slot(episode_seed)
 
 
 def fake_policy() -> RSDPolicy:

@@ -272,7 +272,7 @@ def test_a_draft_trained_on_another_split_is_refused_and_one_store_spelled_two_w
     synthetic_store, tmp_path
 ):
     from rsdvla.checkpoints import CheckpointError
-    from rsdvla.evaluate import use_trained_split
+    from rsdvla.evaluation.split import use_trained_split
 
     def trained_on(path, seed=0):
         return SimpleNamespace(

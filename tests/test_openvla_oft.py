@@ -451,3 +451,36 @@ def test_extract_cli_prints_one_line_for_unsupported_versions(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and OPENVLA_EXTRA_FIX in lines[0] and problems[0] in lines[0]
+
+
+@pytest.mark.openvla
+def test_a_batched_policy_call_with_mixed_instructions_equals_each_episode_alone(oft_backbone):
+    """env.num_envs > 1 batches episodes of other tasks: OFT backbone + RSD through
+    ``RSDPolicy.select_actions`` gives each episode the chunk it gets alone."""
+    from test_policy import NORMALIZER
+
+    from rsdvla.decoding import SpeculativeDecoder
+    from rsdvla.models import DraftModel, MainModel
+    from rsdvla.policy import RSDPolicy
+    from rsdvla.tokenizer import RFSQTokenizer
+
+    torch.manual_seed(0)
+    main = MainModel(
+        hidden_dim=TINY_H, d_model=16, n_layers=1, n_heads=2, num_code_layers=3,
+        tokens_per_layer=16, levels=5,
+    )  # fmt: skip
+    draft = DraftModel(
+        hidden_dim=TINY_H, d_model=16, n_heads=2, num_draft_layers=2, tokens_per_layer=16, levels=5
+    )
+    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=2, num_layers=3, levels=5, hidden=8)
+    policy = RSDPolicy(
+        oft_backbone(), SpeculativeDecoder(main.eval(), draft.eval(), tokenizer.eval()), NORMALIZER
+    )
+    batch = observation_batch([SHORT, LONG])
+    episodes = [{k: v[i] for k, v in batch.items()} for i in range(2)]
+    together = policy.select_actions(episodes, [policy.new_slot(1), policy.new_slot(2)])
+    alone = [
+        policy.select_actions([obs], [policy.new_slot(s)])[0]
+        for obs, s in zip(episodes, (1, 2), strict=True)
+    ]
+    np.testing.assert_allclose(np.stack(together), np.stack(alone), rtol=0, atol=1e-4)

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.sim
-def test_evaluate_as_written_starts_the_libero_evaluation_on_the_published_checkpoints(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["env.num_envs=2"]], ids=["one_env", "two_workers"])
+def test_evaluate_as_written_starts_the_libero_evaluation_on_the_published_checkpoints(
+    tmp_path, extra
+):
+    """With ``env.num_envs=2`` (README) it runs until its first episode is recorded."""
     pytest.importorskip("libero")
     from rsdvla.backbones import StateBackbone
 
@@ -26,18 +30,23 @@ def test_evaluate_as_written_starts_the_libero_evaluation_on_the_published_check
         tmp_path / "outputs/artifacts/sample", 512, backbone=StateBackbone().backbone_id
     )
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "evaluate.py"), "decoder=rsd", "trials=50"],
+        [sys.executable, str(ROOT / "evaluate.py"), "decoder=rsd", "trials=50", *extra],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    run_file = None
+    run_file, first_episode = None, None
     try:
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline and run_file is None:
+        deadline = time.time() + (600 if extra else 240)
+        while proc.poll() is None and time.time() < deadline:
             found = list((tmp_path / "outputs/evaluate/runs").glob("*/run.json"))
             run_file = found[0] if found else None
+            episodes = run_file.with_name("episodes.jsonl") if run_file else None
+            if episodes is not None and episodes.exists() and episodes.read_text().endswith("\n"):
+                first_episode = json.loads(episodes.read_text().splitlines()[0])
+            if run_file is not None and (first_episode is not None or not extra):
+                break
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -48,3 +57,6 @@ def test_evaluate_as_written_starts_the_libero_evaluation_on_the_published_check
     assert run["plan"]["task_ids"] == list(range(10))
     assert run["identity"]["decoder"]["_target_"] == "rsdvla.decoding.SpeculativeDecoder"
     assert run["identity"]["backbone"] == StateBackbone().backbone_id
+    if extra:  # two workers ran an episode of task 0 to its end
+        assert first_episode is not None, err.decode()[-2000:]
+        assert first_episode["task_id"] == 0 and first_episode["steps"] >= 1

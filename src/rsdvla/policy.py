@@ -1,13 +1,15 @@
 """``RSDPolicy``: backbone + decoder + normalizer behind LeRobot's policy contract.
 
     reset()                                   clear the action queue and the chunk log
-    predict_action_chunk(obs_batch) -> [B, chunk_size, 7]   env-ready actions (float64)
+    predict_action_chunk(obs_batch, slots=None) -> [B, chunk_size, 7]   env-ready actions (float64)
     select_action(obs) -> [7]                 pop from a queue refilled by one decoder call
+    select_actions(observations, slots) -> B x [7]   the same for B episodes, one batched call
 
 One chunk: ``obs -> backbone.encode -> h [B, H] -> decoder(h) -> normalized actions [B, T, 7]
 -> un-normalize (the checkpoint's statistics) -> gripper conversion -> [B, chunk_size, 7]``.
-Every decoder call appends a :class:`ChunkStats` to ``policy.chunk_log`` (accepted layers,
-per-layer acceptance, latency per stage) that the LIBERO runner writes to its episode records.
+Every decoder call appends one :class:`ChunkStats` per row to that row's episode slot
+(:class:`EpisodeSlot`: accepted layers, per-layer acceptance, latency per stage of the call)
+that the LIBERO runner writes to its episode records.
 
 Gripper (last dim). Our tokenizer/heads are trained on LIBERO-native actions (-1 = open,
 +1 = close), so by default the gripper is binarized at 0 (``> 0 -> +1``, else ``-1``).
@@ -18,21 +20,32 @@ convention (gripper in [0, 1], 1 = open): ``sign(2 * g - 1)``, then flip the sig
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from rsdvla.decoding.stats import speculated_acceptance, synchronize, timed_call
+from rsdvla.decoding.rows import RowState, call_decoder
+from rsdvla.decoding.stats import row_stats, speculated_acceptance, synchronize, timed_call
 from rsdvla.envs.conversions import (
     binarize_gripper,
     invert_gripper_action,
     normalize_gripper_action,
 )
 
-__all__ = ["RSDPolicy", "ChunkStats", "to_env_actions", "read_decode_stats", "batch_observation"]
+__all__ = [
+    "RSDPolicy",
+    "EpisodeSlot",
+    "Decoded",
+    "ChunkStats",
+    "to_env_actions",
+    "read_decode_stats",
+    "row_decode_stats",
+    "batch_observation",
+    "stack_observations",
+]
 
 
 def to_env_actions(actions: np.ndarray, invert_gripper: bool = False) -> np.ndarray:
@@ -120,18 +133,54 @@ def read_decode_stats(
     return accepted, per_layer, {str(stage): float(s) for stage, s in seconds.items()}
 
 
+@dataclass
+class EpisodeSlot:
+    """One episode's state inside a (possibly batched) policy: its action queue, its chunk log
+    (one :class:`ChunkStats` per decoder call it joined) and the decoders' per-row states
+    (``rsdvla.decoding.rows.RowState``: sampling streams, RSD's ``skip_below`` average)."""
+
+    episode_seed: int = 0
+    queue: deque = field(default_factory=deque)
+    chunk_log: list[ChunkStats] = field(default_factory=list)
+    decoder_row: RowState = field(default_factory=RowState)
+    baseline_row: RowState = field(default_factory=RowState)
+
+    @classmethod
+    def for_episode(cls, episode_seed: int = 0) -> EpisodeSlot:
+        seed = int(episode_seed)
+        return cls(seed, decoder_row=RowState(seed), baseline_row=RowState(seed))
+
+
+@dataclass
+class Decoded:
+    """One decoder call (and the baseline's on the same ``h``): the decoder's result, the
+    baseline's result (None without a baseline) and the wall seconds of each."""
+
+    result: Any
+    decode_s: float
+    baseline: Any = None
+    baseline_s: float | None = None
+
+
 class RSDPolicy:
     """A VLA policy whose actions are decoded from backbone hidden states by ``decoder``.
 
     Args:
         backbone: ``encode(batch) -> Tensor[B, H]`` (``rsdvla.backbones.Backbone``).
-        decoder: ``decoder(h[B, H]) -> DecodeResult(codes, actions[B, T, 7] normalized, stats)``.
+        decoder: ``decoder(h[B, H]) -> DecodeResult(codes, actions[B, T, 7] normalized, stats)``
+            (``decoder(h, rows)`` for decoders with per-row state, ``rsdvla.decoding.rows``).
         normalizer: ``ActionNormalizer`` holding the checkpoint's statistics.
         chunk_size: actions executed open loop per decoder call (``<= T``).
         baseline: optional main-only decoder; it decodes the same ``h`` every call (order
-            alternating with ``decoder``) only to time it; its actions are discarded.
+            alternating with ``decoder``) to time it; its result is kept beside the decoder's
+            (:class:`Decoded`), its actions are not executed.
         invert_gripper: see :func:`to_env_actions`.
         device: where ``h`` goes before decoding (None: leave it where the backbone put it).
+
+    Episodes live in :class:`EpisodeSlot` s. The single-episode API (``reset``, ``seed_episode``,
+    ``select_action``, ``chunk_log``) works on one slot of its own; the batched API
+    (:meth:`select_actions`) takes one slot per episode and makes one backbone + decoder call
+    for the episodes whose queue is empty.
     """
 
     def __init__(
@@ -155,8 +204,7 @@ class RSDPolicy:
         self.invert_gripper = bool(invert_gripper)
         self.device = None if device is None else torch.device(device)
         self.num_draft_layers = _num_draft_layers(decoder)
-        self.chunk_log: list[ChunkStats] = []
-        self._queue: deque[np.ndarray] = deque()
+        self.slot = EpisodeSlot.for_episode(0)
         self._calls = 0
 
     @property
@@ -164,30 +212,47 @@ class RSDPolicy:
         """Observation keys the backbone reads (besides ``instruction``)."""
         return tuple(getattr(self.backbone, "required_obs", ()))
 
+    @property
+    def chunk_log(self) -> list[ChunkStats]:
+        """The chunk log of the single-episode slot."""
+        return self.slot.chunk_log
+
     def reset(self) -> None:
-        """Start a new episode: empty the action queue and the chunk log."""
-        self._queue.clear()
-        self.chunk_log = []
+        """Start a new episode (single-episode API): empty the action queue and the chunk log."""
+        self.slot = EpisodeSlot.for_episode(self.slot.episode_seed)
 
     def seed_episode(self, episode_seed: int) -> None:
-        """Re-seed the decoders' private generators (and RSD's ``skip_below`` state) for one episode.
+        """Start the single-episode slot over for the episode of seed ``episode_seed``.
 
-        ``episode_seed`` comes from the evaluation seed and the episode's identity (task, trial), so
-        an episode's actions do not depend on which episodes ran before it in the process: a
-        resumed evaluation equals an uninterrupted one.
+        ``episode_seed`` comes from the evaluation seed and the episode's identity (task, trial);
+        the decoders' per-row state (sampling streams, RSD's ``skip_below`` average) starts from
+        it, so an episode's actions do not depend on which episodes ran before it nor beside it.
         """
-        for decoder in (self.decoder, self.baseline):
-            if hasattr(decoder, "reseed"):
-                decoder.reseed(int(episode_seed))
+        self.slot = EpisodeSlot.for_episode(episode_seed)
+
+    def new_slot(self, episode_seed: int) -> EpisodeSlot:
+        """A fresh slot for one episode of the batched API."""
+        return EpisodeSlot.for_episode(episode_seed)
 
     @torch.inference_mode()
-    def predict_action_chunk(self, obs_batch: Mapping[str, Any]) -> np.ndarray:
-        """Observations of B samples (backbone batch format) -> env-ready actions ``[B, chunk_size, 7]``."""
+    def predict_action_chunk(
+        self, obs_batch: Mapping[str, Any], slots: Sequence[EpisodeSlot] | None = None
+    ) -> np.ndarray:
+        """Observations of B samples (backbone batch format) -> env-ready actions ``[B, chunk_size, 7]``.
+
+        ``slots``: the B episodes' slots (each gets this call's :class:`ChunkStats` for its row);
+        None: the single-episode slot when B = 1, else B throwaway slots.
+        """
+        batch = _batch_size(obs_batch)
+        if slots is None:
+            slots = [self.slot] if batch == 1 else [EpisodeSlot() for _ in range(batch)]
+        if len(slots) != batch:
+            raise ValueError(f"RSDPolicy: {len(slots)} episode slots for a batch of {batch}")
         h, backbone_s = timed_call(self.backbone.encode, obs_batch)
         if self.device is not None:
             h = h.to(self.device)
-        result, decode_s, baseline_s = self._decode(h)
-        actions = result.actions
+        decoded = self._decode(h, slots)
+        actions = decoded.result.actions
         actions = (
             actions.detach().float().cpu().numpy()
             if isinstance(actions, torch.Tensor)
@@ -198,47 +263,54 @@ class RSDPolicy:
                 f"RSDPolicy: decoder returned actions of shape {tuple(actions.shape)}; expected [B, T>={self.chunk_size}, 7] "
                 "(lower chunk_size or use a tokenizer with a longer chunk)"
             )
-        accepted, per_layer, stage_s = read_decode_stats(result, self.num_draft_layers)
+        _, _, stage_s = read_decode_stats(decoded.result, self.num_draft_layers)
         latency = {
             "backbone": backbone_s,
             **stage_s,
-            "decode": decode_s,
-            "total": backbone_s + decode_s,
+            "decode": decoded.decode_s,
+            "total": backbone_s + decoded.decode_s,
         }
-        if baseline_s is not None:
-            latency["baseline_decode"] = baseline_s
-        self.chunk_log.append(ChunkStats(accepted, per_layer, latency))
+        if decoded.baseline_s is not None:
+            latency["baseline_decode"] = decoded.baseline_s
+        for row, slot in enumerate(slots):
+            accepted, flags = row_decode_stats(decoded.result, row, self.num_draft_layers)
+            slot.chunk_log.append(
+                ChunkStats(None if accepted is None else [accepted], flags, dict(latency))
+            )
         raw = self.normalizer.unnormalize(actions[:, : self.chunk_size])
         return to_env_actions(raw, self.invert_gripper)
 
-    def _decode(self, h: torch.Tensor) -> tuple[Any, float, float | None]:
-        """Decode ``h`` with the decoder (and the baseline, alternating which runs first)."""
+    def _decode(self, h: torch.Tensor, slots: Sequence[EpisodeSlot]) -> Decoded:
+        """Decode ``h`` with the decoder and the baseline (alternating which runs first), each
+        with the slots' own row states; returns both results."""
         self._calls += 1
+        rows = [slot.decoder_row for slot in slots]
         if self.baseline is None:
-            result, decode_s = timed_call(self.decoder, h)
-            return result, decode_s, None
+            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
+            return Decoded(result, decode_s)
+        baseline_rows = [slot.baseline_row for slot in slots]
         if self._calls % 2:
-            result, decode_s = timed_call(self.decoder, h)
-            _, baseline_s = timed_call(self.baseline, h)
+            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
+            baseline, baseline_s = timed_call(call_decoder, self.baseline, h, baseline_rows)
         else:
-            _, baseline_s = timed_call(self.baseline, h)
-            result, decode_s = timed_call(self.decoder, h)
-        return result, decode_s, baseline_s
+            baseline, baseline_s = timed_call(call_decoder, self.baseline, h, baseline_rows)
+            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
+        return Decoded(result, decode_s, baseline, baseline_s)
 
     @torch.inference_mode()
     def warmup(self, calls: int = 2) -> None:
         """Run the decoder (and baseline) ``calls`` times on a zero hidden state, untimed, so that
         one-off costs (allocator, kernel selection, CUDA init) stay out of the measured chunks.
-        Draws no random numbers from the global generators in greedy decoding; call it before
-        seeding an episode."""
+        Draws no random numbers from the global generators in greedy decoding and touches no
+        episode's state (throwaway row states)."""
         width = getattr(self.backbone, "hidden_dim", None)
         if width is None:
             return
         h = torch.zeros(1, int(width), device=self.device)
         for _ in range(calls):
-            self.decoder(h)
+            call_decoder(self.decoder, h, [RowState()])
             if self.baseline is not None:
-                self.baseline(h)
+                call_decoder(self.baseline, h, [RowState()])
         synchronize()
 
     def select_action(self, obs: Mapping[str, Any]) -> np.ndarray:
@@ -246,10 +318,58 @@ class RSDPolicy:
 
         Calls the decoder once every ``chunk_size`` steps; the chunk is executed open loop.
         """
-        if not self._queue:
-            chunk = self.predict_action_chunk(batch_observation(obs))
-            self._queue.extend(chunk[0])
-        return self._queue.popleft()
+        return self.select_actions([obs], [self.slot])[0]
+
+    def select_actions(
+        self, observations: Sequence[Mapping[str, Any]], slots: Sequence[EpisodeSlot]
+    ) -> list[np.ndarray]:
+        """The next action ``[7]`` of each of B episodes (unbatched observations with
+        ``instruction``, one slot each): the episodes whose queue is empty are refilled by ONE
+        backbone + decoder call over them (mixed tasks and instructions); the others pop."""
+        if len(observations) != len(slots):
+            raise ValueError(f"RSDPolicy: {len(observations)} observations for {len(slots)} slots")
+        need = [i for i, slot in enumerate(slots) if not slot.queue]
+        if need:
+            chunks = self.predict_action_chunk(
+                stack_observations([observations[i] for i in need]), [slots[i] for i in need]
+            )
+            for i, chunk in zip(need, chunks, strict=True):
+                slots[i].queue.extend(chunk)
+        return [slot.queue.popleft() for slot in slots]
+
+
+def stack_observations(observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """B unbatched observations (same keys) -> one backbone batch (``instruction``: a list of B)."""
+    batches = [batch_observation(obs) for obs in observations]
+    out: dict[str, Any] = {}
+    for key in batches[0]:
+        values = [b[key] for b in batches]
+        if key == "instruction":
+            out[key] = [text for value in values for text in value]
+        elif isinstance(values[0], torch.Tensor):
+            out[key] = torch.cat(values)
+        else:
+            out[key] = np.concatenate(values)
+    return out
+
+
+def _batch_size(obs_batch: Mapping[str, Any]) -> int:
+    for key, value in obs_batch.items():
+        if key != "instruction":
+            return len(value)
+    return len(obs_batch["instruction"])
+
+
+def row_decode_stats(
+    result: Any, row: int, num_draft_layers: int | None = None
+) -> tuple[int | None, list[float] | None]:
+    """One row's ``(accepted layers, per-layer accepted flags [k])`` of a decoder call, read like
+    :func:`read_decode_stats` reads a batch (for one row the flags are its per-layer acceptance)."""
+    stats = getattr(result, "stats", None)
+    accepted, flags = row_stats(stats, row)
+    if accepted is not None and flags is None and num_draft_layers:
+        flags = [float(accepted > layer) for layer in range(num_draft_layers)]
+    return accepted, flags
 
 
 def _num_draft_layers(decoder) -> int | None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rsdvla.evaluation.workers import default_num_envs
+
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +49,7 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"env.task_ids=[{','.join(map(str, lib.task_ids))}]",
         f"trials={lib.trials}",
         f"env.first_trial={lib.first_trial}",
+        f"env.num_envs={default_num_envs(lib.get('num_envs'))}",
     ]
     for name, decoder in cfg.decoders.items():
         stages.append(

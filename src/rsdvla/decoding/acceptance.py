@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rsdvla.decoding.rows import noise_for
 from rsdvla.decoding.sampling import GeneratorCache, choose_tokens, sample_from_probs
 from rsdvla.tokenizer import layers_to_codes
 
@@ -41,21 +42,21 @@ class AcceptanceRule:
     name = "base"
     temperature = 0.0
 
-    def propose(self, draft_logits: torch.Tensor) -> torch.Tensor:
+    def noise(self, rows=None):
+        """The noise source of one call (``rows``: per-row states, see ``rsdvla.decoding.rows``);
+        None for greedy rules, which draw nothing."""
+        generators = getattr(self, "_generators", None)
+        return None if generators is None else noise_for(generators, rows)
+
+    def propose(self, draft_logits: torch.Tensor, noise=None) -> torch.Tensor:
         """Drafted codes from draft logits: ``[B, k, N, K] -> [B, k, N]`` (argmax)."""
         return draft_logits.argmax(-1)
 
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        """Main's tokens for one layer decoded by a main step: ``[B, N, K] -> [B, N]``."""
+    def choose(self, logits: torch.Tensor, layer: int = 0, noise=None) -> torch.Tensor:
+        """Main's tokens for layer ``layer`` decoded by a main step: ``[B, N, K] -> [B, N]``."""
         return logits.argmax(-1)
 
-    def reseed(self, episode: int) -> None:
-        """Restart the rule's private generator from (its seed, ``episode``); no-op for greedy rules."""
-        generators = getattr(self, "_generators", None)
-        if generators is not None:
-            generators.reseed(episode)
-
-    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
+    def judge(self, drafted, draft_logits, main_logits, tokenizer, noise=None) -> Judgement:
         main_choice = main_logits.argmax(-1)  # [B, k+1, N]
         match = drafted == main_choice[:, :-1]
         passed = self.passes(match, drafted, main_choice, tokenizer)
@@ -144,7 +145,7 @@ class CorrectedAgreementAcceptance(AgreementAcceptance):
 
     name = "agreement_corrected"
 
-    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
+    def judge(self, drafted, draft_logits, main_logits, tokenizer, noise=None) -> Judgement:
         judged = super().judge(drafted, draft_logits, main_logits, tokenizer)
         judged.corrected = True
         return judged
@@ -200,7 +201,9 @@ class SamplingAcceptance(AcceptanceRule):
     otherwise replaced by a sample of ``norm(max(0, p - q))``. A layer with any replaced token ends
     the accepted prefix and, with its kept and replaced tokens, is the bonus layer. When all k
     layers pass, the bonus layer k is sampled from p. Main steps sample from ``softmax(logits / T)``.
-    ``seed``: a private generator per device (None: torch's global RNG).
+    ``seed``: a private generator per device (None: torch's global RNG); with per-row states
+    (``rsdvla.decoding.rows``) each row draws from its own stream seeded from ``seed`` and the
+    row's episode seed, so a row samples the same tokens whichever rows share its batch.
     """
 
     name = "sampling"
@@ -214,26 +217,27 @@ class SamplingAcceptance(AcceptanceRule):
         self.seed = seed
         self._generators = GeneratorCache(seed)
 
-    def propose(self, draft_logits):
-        return choose_tokens(
-            draft_logits, self.temperature, self._generators.get(draft_logits.device)
-        )
+    def propose(self, draft_logits, noise=None):
+        noise = noise if noise is not None else self._generators
+        return choose_tokens(draft_logits, self.temperature, noise, tag="propose")
 
-    def choose(self, logits):
-        return choose_tokens(logits, self.temperature, self._generators.get(logits.device))
+    def choose(self, logits, layer: int = 0, noise=None):
+        noise = noise if noise is not None else self._generators
+        return choose_tokens(logits, self.temperature, noise, layer)
 
-    def judge(self, drafted, draft_logits, main_logits, tokenizer) -> Judgement:
-        gen = self._generators.get(drafted.device)
+    def judge(self, drafted, draft_logits, main_logits, tokenizer, noise=None) -> Judgement:
+        noise = noise if noise is not None else self._generators
         k = drafted.shape[1]
         p = torch.softmax(main_logits.float() / self.temperature, dim=-1)  # [B, k+1, N, K]
         q = torch.softmax(draft_logits.float() / self.temperature, dim=-1)  # [B, k, N, K]
         index = drafted.unsqueeze(-1)
         p_x = p[:, :k].gather(-1, index).squeeze(-1)
         q_x = q.gather(-1, index).squeeze(-1)
-        u = torch.rand(p_x.shape, device=p_x.device, generator=gen)
+        u = noise.rand(p_x.shape, p_x.device, "judge")
         kept = u * q_x < p_x  # accept with probability min(1, p/q)
-        replacement = sample_from_probs((p[:, :k] - q).clamp_min(0.0), gen)
+        replacement = sample_from_probs((p[:, :k] - q).clamp_min(0.0), noise, "replace")
         bonus = torch.cat(
-            [torch.where(kept, drafted, replacement), sample_from_probs(p[:, k:], gen)], dim=1
+            [torch.where(kept, drafted, replacement), sample_from_probs(p[:, k:], noise, "bonus")],
+            dim=1,
         )
         return Judgement(passed=kept.all(-1), bonus=bonus, token_agreement=kept.float().mean(-1))

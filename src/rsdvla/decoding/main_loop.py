@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 
 
-def argmax_tokens(logits: torch.Tensor) -> torch.Tensor:
-    """Greedy choice: ``logits[B, N, K] -> LongTensor[B, N]``."""
+def argmax_tokens(logits: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """Greedy choice: ``logits[B, N, K] -> LongTensor[B, N]`` (``layer``: the layer decoded)."""
     return logits.argmax(-1)
 
 
@@ -18,7 +18,7 @@ def decode_steps(
     layers: torch.Tensor,
     start: int,
     stop: int,
-    choose: Callable[[torch.Tensor], torch.Tensor] = argmax_tokens,
+    choose: Callable[[torch.Tensor, int], torch.Tensor] = argmax_tokens,
     fixed_upto: torch.Tensor | None = None,
     fixed_max: int = -1,
 ) -> torch.Tensor:
@@ -28,10 +28,10 @@ def decode_steps(
     ``start = 0``); the step for layer j reads ``layers[:, j-1]``. A sample b whose layer j is
     already fixed (``j <= fixed_upto[b]``, e.g. accepted drafted layers and the bonus layer of
     RSD) keeps it; ``fixed_max`` (a Python int, ``max_b fixed_upto[b]``) spares the masking
-    for layers no sample has fixed. ``choose`` turns one layer's logits into tokens.
+    for layers no sample has fixed. ``choose(logits, j)`` turns layer j's logits into tokens.
     """
     for j in range(start, stop):
-        chosen = choose(main.step(state, None if j == 0 else layers[:, j - 1]))
+        chosen = choose(main.step(state, None if j == 0 else layers[:, j - 1]), j)
         if fixed_upto is None or j > fixed_max:
             layers[:, j] = chosen
         else:

@@ -6,12 +6,15 @@ truncated-depth baseline every RSD speedup is compared with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from rsdvla.decoding.compat import check_main_tokenizer
 from rsdvla.decoding.compile import compile_main
 from rsdvla.decoding.main_loop import decode_steps, new_layers
+from rsdvla.decoding.rows import RowState, advance, noise_for
 from rsdvla.decoding.sampling import GeneratorCache, choose_tokens
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
@@ -46,6 +49,7 @@ class MainOnlyDecoder:
     """
 
     needs_draft = False  # loaders may skip the draft checkpoint
+    takes_rows = True  # decoder(h, rows): per-episode sampling streams
 
     def __init__(
         self,
@@ -70,20 +74,26 @@ class MainOnlyDecoder:
         self.chunk_size = tokenizer.config.chunk_size
         self.compiled = compile_main(main) if compile else False
 
-    def reseed(self, episode: int) -> None:
-        """Restart the private sampling generator from (configured seed, ``episode``): per episode."""
-        self._generators.reseed(episode)
-
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        return choose_tokens(logits, self.temperature, self._generators.get(logits.device))
+    def choose(self, logits: torch.Tensor, layer: int = 0, noise=None) -> torch.Tensor:
+        return choose_tokens(logits, self.temperature, noise or self._generators, layer)
 
     @torch.inference_mode()
-    def __call__(self, h: torch.Tensor) -> DecodeResult:
-        """Decode a batch of hidden states ``h[B, H]``."""
+    def __call__(self, h: torch.Tensor, rows: Sequence[RowState] | None = None) -> DecodeResult:
+        """Decode a batch of hidden states ``h[B, H]`` (``rows``: one state per row, see
+        ``rsdvla.decoding.rows``; sampled tokens then come from each row's own stream)."""
         timer = StageTimer(h.device)
         b = h.shape[0]
         layers = new_layers(b, self.depth, self.tokens_per_layer, h.device)
-        decode_steps(self.main, self.main.start(h), layers, 0, self.depth, self.choose)
+        noise = noise_for(self._generators, rows) if self.temperature > 0 else None
+        decode_steps(
+            self.main,
+            self.main.start(h),
+            layers,
+            0,
+            self.depth,
+            lambda logits, j: self.choose(logits, j, noise),
+        )
+        advance(rows)
         timer.lap("main_steps")
         codes = layers_to_codes(layers, self.chunk_size)
         actions = self.tokenizer.decode(codes, num_layers=self.depth, validate=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -9,7 +11,9 @@ from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
 from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
 from rsdvla.decoding.compile import compile_main
 from rsdvla.decoding.main_loop import decode_steps, new_layers
-from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
+from rsdvla.decoding.rows import RowState, advance
+from rsdvla.decoding.sampling import RowNoise
+from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer, merge_row_results
 from rsdvla.tokenizer import layers_to_codes
 
 
@@ -56,6 +60,7 @@ class SpeculativeDecoder:
     """
 
     needs_draft = True
+    takes_rows = True  # decoder(h, rows): per-episode skip_below state and sampling streams
 
     def __init__(
         self,
@@ -88,39 +93,83 @@ class SpeculativeDecoder:
         self.reset_fallback()
 
     def reset_fallback(self) -> None:
-        """Forget the ``skip_below`` average (optimistic start: speculate until the draft proves useless)."""
-        self.accepted_ema = float(self.k)
-        self._calls_skipped = 0
+        """Forget the shared ``skip_below`` average (optimistic start: speculate until the draft
+        proves useless). Per-row states (``rows``) carry their own average."""
+        self._shared = RowState()
 
-    def reseed(self, episode: int) -> None:
-        """Per-episode restart: the rule's generator from (its seed, ``episode``) and the ``skip_below`` state."""
-        self.acceptance.reseed(episode)
-        self.reset_fallback()
+    @property
+    def accepted_ema(self) -> float:
+        """The shared ``skip_below`` average (calls without ``rows``)."""
+        return self.k if self._shared.accepted_ema is None else self._shared.accepted_ema
 
-    def _should_speculate(self) -> bool:
-        if self.skip_below is None or self.accepted_ema >= self.skip_below:
+    def _should_speculate(self, row: RowState) -> bool:
+        """Whether ``row`` drafts in this call (counts a skipped call toward the next probe)."""
+        ema = self.k if row.accepted_ema is None else row.accepted_ema
+        if self.skip_below is None or ema >= self.skip_below:
             return True
-        self._calls_skipped += 1
-        if self._calls_skipped >= self.probe_every:
-            self._calls_skipped = 0
+        row.calls_skipped += 1
+        if row.calls_skipped >= self.probe_every:
+            row.calls_skipped = 0
             return True
         return False
 
     @torch.inference_mode()
-    def __call__(self, h: torch.Tensor) -> DecodeResult:
-        """Decode a batch of hidden states ``h[B, H]``."""
+    def __call__(self, h: torch.Tensor, rows: Sequence[RowState] | None = None) -> DecodeResult:
+        """Decode a batch of hidden states ``h[B, H]``.
+
+        ``rows``: one :class:`RowState` per row (see ``rsdvla.decoding.rows``): each row keeps its
+        own ``skip_below`` average (updated with its own accepted layers) and sampling stream;
+        rows that skip and rows that speculate are decoded as two sub-batches. ``None``: one shared
+        state, updated with the batch's fewest accepted layers.
+        """
+        if rows is None:
+            speculate = torch.full((h.shape[0],), self._should_speculate(self._shared))
+        else:
+            speculate = torch.tensor(
+                [self._should_speculate(row) for row in rows], dtype=torch.bool
+            )
+        noise = self.acceptance.noise(rows)
+        if bool(speculate.all()):
+            result = self._speculate(h, noise)
+        elif not bool(speculate.any()):
+            result = self._main_only(h, noise, StageTimer(h.device))
+        else:
+            on, off = speculate.nonzero()[:, 0], (~speculate).nonzero()[:, 0]
+            parts = [
+                (on, self._speculate(h[on.to(h.device)], _row_subset(noise, on))),
+                (
+                    off,
+                    self._main_only(
+                        h[off.to(h.device)], _row_subset(noise, off), StageTimer(h.device)
+                    ),
+                ),
+            ]
+            result = merge_row_results(parts, h.shape[0])
+        if rows is None:
+            if result.stats.speculated:
+                fewest = int(result.stats.accepted_layers.min())
+                self._shared.accepted_ema = 0.8 * self.accepted_ema + 0.2 * fewest
+        else:
+            accepted = result.stats.accepted_layers.tolist()
+            for row, spoke, a in zip(rows, speculate.tolist(), accepted, strict=True):
+                if spoke:
+                    ema = self.k if row.accepted_ema is None else row.accepted_ema
+                    row.accepted_ema = 0.8 * ema + 0.2 * a
+            advance(rows)
+        return result
+
+    def _speculate(self, h: torch.Tensor, noise) -> DecodeResult:
+        """Draft, verify and finish every row of ``h`` (steps 1-3 above)."""
         timer = StageTimer(h.device)
-        if not self._should_speculate():
-            return self._main_only(h, timer)
         k, n_layers, rule = self.k, self.num_layers, self.acceptance
 
         state = self.main.start(h)
         draft_logits = draft_logits_for(self.draft, self.main, h, state)[:, :k]
-        drafted = rule.propose(draft_logits)  # [B, k, N]
+        drafted = rule.propose(draft_logits, noise)  # [B, k, N]
         timer.lap("draft")
 
         main_logits, state = self.main.verify(h, drafted, state=state)
-        judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer)
+        judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer, noise)
         layer_accepted = judged.passed.cumprod(dim=1).bool()  # contiguous prefix [B, k]
         accepted = layer_accepted.sum(1)  # a_b: accepted drafted layers; layer a_b is the bonus
         b, _, n_tokens = drafted.shape
@@ -129,13 +178,19 @@ class SpeculativeDecoder:
         if not judged.corrected:
             layers[:, :k] = torch.where(layer_accepted.unsqueeze(-1), drafted, judged.bonus[:, :k])
         fewest, most = torch.stack([accepted.min(), accepted.max()]).tolist()  # the one host sync
-        self.accepted_ema = 0.8 * self.accepted_ema + 0.2 * fewest
         timer.lap("verify")
 
         if fewest + 1 < n_layers:
             state.truncate(fewest + 1)  # ctx + layers 0..fewest-1, identical for every sample
             decode_steps(
-                self.main, state, layers, fewest + 1, n_layers, rule.choose, accepted, most
+                self.main,
+                state,
+                layers,
+                fewest + 1,
+                n_layers,
+                lambda logits, j: rule.choose(logits, j, noise),
+                accepted,
+                most,
             )
         timer.lap("main_steps")
 
@@ -147,12 +202,17 @@ class SpeculativeDecoder:
         )
         return self._finish(layers, stats, timer)
 
-    def _main_only(self, h: torch.Tensor, timer: StageTimer) -> DecodeResult:
+    def _main_only(self, h: torch.Tensor, noise, timer: StageTimer) -> DecodeResult:
         """All L layers with main steps (the fallback of ``skip_below``); tokens chosen by the rule."""
         b = h.shape[0]
         layers = new_layers(b, self.num_layers, self.main.config.tokens_per_layer, h.device)
         decode_steps(
-            self.main, self.main.start(h), layers, 0, self.num_layers, self.acceptance.choose
+            self.main,
+            self.main.start(h),
+            layers,
+            0,
+            self.num_layers,
+            lambda logits, j: self.acceptance.choose(logits, j, noise),
         )
         timer.lap("main_steps")
         stats = DecodeStats.not_speculated(b, h.device, self.num_layers, num_drafted_layers=self.k)
@@ -175,3 +235,11 @@ class SpeculativeDecoder:
         return (
             f"SpeculativeDecoder(k={self.k}, draft={draft}, acceptance={self.acceptance!r}{skip})"
         )
+
+
+def _row_subset(noise, index: torch.Tensor):
+    """The noise source of a sub-batch ``index`` (per-row streams follow their rows)."""
+    if isinstance(noise, RowNoise):
+        picked = index.tolist()
+        return RowNoise([noise.seeds[i] for i in picked], [noise.calls[i] for i in picked])
+    return noise

@@ -28,7 +28,8 @@ class DecodeStats:
             layer as a whole was accepted.
         num_main_steps: sequential ``MainModel.step`` calls (main-only: its depth; RSD: L - 1 - min accepted).
         speculated: False when the call drafted nothing (main-only, or RSD's ``skip_below`` fallback);
-            acceptance statistics are meaningful only for calls that speculated.
+            acceptance statistics are meaningful only for calls that speculated. A ``BoolTensor[B]``
+            when rows with their own ``skip_below`` state split the batch (:func:`merge_row_results`).
         decoded_layers: ``LongTensor[B]`` residual layers the tokenizer decoded per sample (None: all L).
         seconds: wall time per stage (``draft``, ``verify``, ``main_steps``, ``detokenize``); ``verify``
             includes applying the acceptance rule. On CUDA it is resolved from events on first access.
@@ -175,10 +176,81 @@ def speculated_acceptance(stats) -> tuple[torch.Tensor | None, torch.Tensor | No
     rejection: the LIBERO policy and the offline evaluation both count acceptance only over
     calls for which this returns tensors. Stats without ``speculated`` count as drafted.
     """
-    if stats is None or not getattr(stats, "speculated", True):
+    if stats is None:
+        return None, None
+    speculated = getattr(stats, "speculated", True)
+    accepted = getattr(stats, "accepted_layers", None)
+    flags = getattr(stats, "layer_accepted", None)
+    if isinstance(
+        speculated, torch.Tensor
+    ):  # per row (a batch split by skip_below): those that drafted
+        if not bool(speculated.any()):
+            return None, None
+        keep = speculated.to(accepted.device)
+        accepted, flags = accepted[keep], None if flags is None else flags[keep]
+    elif not speculated:
+        return None, None
+    if flags is not None and flags.ndim == 2 and flags.shape[1] == 0:
+        return None, None
+    return accepted, flags
+
+
+def merge_row_results(parts: list[tuple[torch.Tensor, DecodeResult]], batch: int) -> DecodeResult:
+    """Sub-batch results -> one result of ``batch`` rows; ``parts``: ``(row indices, result)``.
+
+    Rows keep their own acceptance (zeros for rows that did not speculate) and ``speculated``
+    becomes a ``BoolTensor[batch]``; stage seconds are the parts' sums (the parts ran one after
+    the other). Codes must share a shape (every part decodes the same depth).
+    """
+    first = parts[0][1]
+    codes = first.codes.new_zeros((batch, *first.codes.shape[1:]))
+    actions = first.actions.new_zeros((batch, *first.actions.shape[1:]))
+    k = max(r.stats.layer_accepted.shape[1] for _, r in parts)
+    device = first.codes.device
+    accepted = torch.zeros(batch, dtype=torch.long, device=device)
+    layer_accepted = torch.zeros((batch, k), dtype=torch.bool, device=device)
+    agreement = torch.zeros((batch, k), device=device)
+    speculated = torch.zeros(batch, dtype=torch.bool)
+    seconds: dict[str, float] = {}
+    for index, result in parts:
+        on = index.to(device)
+        codes[on], actions[on] = result.codes, result.actions
+        stats = result.stats
+        accepted[on] = stats.accepted_layers.to(device)
+        width = stats.layer_accepted.shape[1]
+        layer_accepted[on, :width] = stats.layer_accepted.to(device)
+        agreement[on, :width] = stats.token_agreement.to(device).float()
+        speculated[index.cpu()] = bool(stats.speculated)
+        for stage, s in stats.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + s
+    stats = DecodeStats(
+        accepted_layers=accepted,
+        layer_accepted=layer_accepted,
+        token_agreement=agreement,
+        num_main_steps=max(r.stats.num_main_steps for _, r in parts),
+        speculated=speculated,
+        seconds=seconds,
+    )
+    return DecodeResult(codes=codes, actions=actions, stats=stats)
+
+
+def row_stats(stats, row: int) -> tuple[int | None, list[float] | None]:
+    """Row ``row``'s ``(accepted layers, per-layer accepted flags [k] as floats)`` of one call, or
+    ``(None, None)`` when that row drafted nothing (see :func:`speculated_acceptance`).
+
+    ``stats.speculated`` may be one bool for the call or a ``BoolTensor[B]`` per row.
+    """
+    if stats is None:
+        return None, None
+    speculated = getattr(stats, "speculated", True)
+    if isinstance(speculated, torch.Tensor):
+        speculated = bool(speculated[row])
+    if not speculated:
         return None, None
     accepted = getattr(stats, "accepted_layers", None)
     flags = getattr(stats, "layer_accepted", None)
     if flags is not None and flags.ndim == 2 and flags.shape[1] == 0:
         return None, None
-    return accepted, flags
+    a = None if accepted is None else int(torch.as_tensor(accepted).reshape(-1)[row])
+    f = None if flags is None else [float(x) for x in torch.as_tensor(flags)[row].tolist()]
+    return a, f

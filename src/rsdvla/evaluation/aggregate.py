@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdvla.evaluation.episodes import unique_records
+from rsdvla.evaluation.episodes import error_keys, unique_records
 
 STAGE_ORDER = (
     "backbone",
@@ -113,9 +113,12 @@ def summarize(records: Iterable[dict]) -> dict:
 
     Top level: ``success_rate``, ``success_ci95``, ``episodes``, ``speedup``, ``latency_p50_ms`` /
     ``latency_p95_ms`` (decoder), ``main_only_latency_p50_ms``, ``num_chunks``,
-    ``mean_accepted_layers``, ``acceptance_per_layer``, ``latency_ms`` (every stage); then ``suites``
+    ``mean_accepted_layers``, ``acceptance_per_layer``, ``latency_ms`` (every stage), ``errors``
+    (episodes whose only record is an error record: never counted as failures); then ``suites``
     (``suite -> success block``) and ``tasks`` (one entry per (suite, task)).
     """
+    records = list(records)
+    errors = len(error_keys(records))
     records = unique_records(records)
     by_task: dict[tuple[str, int], list[dict]] = defaultdict(list)
     by_suite: dict[str, list[dict]] = defaultdict(list)
@@ -129,6 +132,7 @@ def summarize(records: Iterable[dict]) -> dict:
 
     return {
         **success_block(records),
+        "errors": errors,  # episodes that could not be run (simulator crash): not in `episodes`
         "speedup": speedup(latency),
         "latency_p50_ms": stat("decode"),  # decoder only, as the offline evaluation reports it
         "latency_p95_ms": stat("decode", "p95"),

@@ -163,11 +163,27 @@ def read_episode_file(path: str | os.PathLike, repair: bool = False) -> list[dic
     return records
 
 
+def is_error(record: dict) -> bool:
+    """An error record (``"error": "..."``): the episode could not be run (its simulator worker
+    died twice); never a policy failure, left out of success counts, retried by a rerun."""
+    return bool(record.get("error"))
+
+
+def error_keys(records: Iterable[dict]) -> set[EpisodeKey]:
+    """Keys of episodes with an error record and no finished record."""
+    records = list(records)
+    finished = {record_key(r) for r in records if not is_error(r)}
+    return {record_key(r) for r in records if is_error(r)} - finished
+
+
 def unique_records(records: Iterable[dict]) -> list[dict]:
-    """Keep the first record of each episode key (a resumed or overlapping run never counts twice)."""
+    """Keep the first finished record of each episode key (a resumed or overlapping run never
+    counts twice); error records are left out (see :func:`is_error`)."""
     seen: set[EpisodeKey] = set()
     out = []
     for record in records:
+        if is_error(record):
+            continue
         key = record_key(record)
         if key in seen:
             log.warning("episode %s recorded twice; counting it once", key)
@@ -187,13 +203,20 @@ class EpisodeFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._records = unique_records(read_episode_file(self.path, repair=True))
+        records = read_episode_file(self.path, repair=True)
+        self._records = unique_records(records) + [r for r in records if is_error(r)]
 
-    def records(self) -> list[dict]:
-        return list(self._records)
+    def records(self, include_errors: bool = False) -> list[dict]:
+        """Finished episodes (and, with ``include_errors``, the error records after them)."""
+        return [r for r in self._records if include_errors or not is_error(r)]
 
     def finished_keys(self) -> set[EpisodeKey]:
-        return {record_key(r) for r in self._records}
+        """Keys of finished episodes (an episode with only an error record runs again)."""
+        return {record_key(r) for r in self.records()}
+
+    def error_keys(self) -> set[EpisodeKey]:
+        """Keys of episodes with an error record and no finished one."""
+        return error_keys(self._records)
 
     def append(self, record: dict) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"

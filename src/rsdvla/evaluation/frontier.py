@@ -10,7 +10,8 @@ as ``*.replaced-<time>`` and recomputed with ``frontier.restart=true``):
    overrides each) against greedy main-only on the store's held-out rows, at batch
    ``env.batch_size`` (1 = LIBERO's). Writes ``<work_dir>/<name>/offline/summary.json``.
 3. LIBERO: the settings on or near the offline frontier (``frontier.libero``), each as
-   ``frontier.libero.shards`` parallel ``evaluate.py env=libero`` shards into
+   ``frontier.libero.shards`` parallel ``evaluate.py env=libero`` shards (each with
+   ``frontier.libero.num_envs`` simulator workers; null: the cores shared by the shards) into
    ``<work_dir>/<name>/libero``, merged into its ``summary.json``. The LIBERO runner resumes a
    shard from its episode file.
 4. ``frontier.csv``, ``frontier.png`` (LIBERO success with 95% CI bars, and offline action error,
@@ -37,6 +38,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rsdvla.evaluation.aggregate import write_json_atomic, write_markdown_section
+from rsdvla.evaluation.workers import default_num_envs
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
@@ -168,8 +170,8 @@ def run_offline_point(cfg: DictConfig, name: str) -> dict:
     """Offline summary of one setting (loaded when it exists with this run's identity)."""
     from hydra import compose
 
-    from rsdvla.evaluate import use_trained_split
     from rsdvla.evaluation.offline import run_offline
+    from rsdvla.evaluation.split import use_trained_split
     from rsdvla.evaluation.stack import load_stack
 
     out = Path(cfg.frontier.work_dir) / name / "offline"
@@ -225,6 +227,7 @@ def run_libero_point(cfg: DictConfig, name: str, identity: dict) -> dict:
         f"trials={int(lib.trials)}",
         *setting_overrides(cfg, name),
         f"eval.num_shards={shards}",
+        f"env.num_envs={default_num_envs(lib.get('num_envs'), shards)}",
         f"hydra.run.dir={run_dir}",
     ]
     log.info("[libero %s] %d shards: %s", name, shards, " ".join(base[1:]))

@@ -9,6 +9,8 @@ Files in ``output_dir`` (the Hydra run dir): ``episodes.jsonl`` (one line per fi
 episode; a rerun in the same dir skips them), ``summary.json`` (atomic), ``videos/`` (opt-in).
 With ``eval.num_shards=N`` each shard ``i`` writes ``episodes.shard{i}of{N}.jsonl`` and
 ``summary.shard{i}of{N}.json``; ``python -m rsdvla.evaluation.merge`` combines them.
+``env.num_envs=N`` runs a shard's episodes on N simulator workers with one batched policy call
+a step (``vector_rollout``, ``workers``); only this process writes the episode file.
 """
 
 from __future__ import annotations
@@ -16,15 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,6 +35,7 @@ from rsdvla.evaluation.episodes import (
     EpisodeSpec,
     describe_differences,
     episode_file_name,
+    is_error,
     plan_episodes,
     read_episode_file,
     read_run_file,
@@ -45,8 +45,10 @@ from rsdvla.evaluation.episodes import (
     summary_file_name,
 )
 from rsdvla.evaluation.plots import plot_summary
-from rsdvla.evaluation.rollout import run_episode
+from rsdvla.evaluation.rollout import seed_episode  # noqa: F401  (re-exported: its home before)
+from rsdvla.evaluation.vector_rollout import StageTimes, run_episodes
 from rsdvla.evaluation.videos import video_path, write_video
+from rsdvla.evaluation.workers import make_simulators
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class LiberoEvalSettings:
     seed: int = 7
     num_shards: int = 1
     shard_id: int = 0
+    num_envs: int = 1
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> LiberoEvalSettings:
@@ -102,6 +105,7 @@ class LiberoEvalSettings:
             seed=int(cfg.seed),
             num_shards=int(cfg.eval.num_shards),
             shard_id=int(cfg.eval.shard_id),
+            num_envs=int(env.get("num_envs", 1)),
         )
 
     def __post_init__(self):
@@ -111,6 +115,11 @@ class LiberoEvalSettings:
             raise ValueError(
                 f"env.max_steps={self.max_steps}: must be a positive number of policy steps, or null for "
                 f"the suite's limit ({self.suite}: {MAX_STEPS.get(self.suite, '?')}); e.g. env.max_steps=100"
+            )
+        if isinstance(self.num_envs, bool) or int(self.num_envs) < 1:
+            raise ValueError(
+                f"env.num_envs={self.num_envs}: must be a positive number of simulator workers; "
+                "e.g. env.num_envs=4 (1: one env in the runner's process)"
             )
         if self.trials < 1:
             raise ValueError(
@@ -176,17 +185,6 @@ class LiberoEnvFactory:
         )  # env.seed(0) per env as OpenVLA-OFT (rsdvla.envs.libero.ENV_SEED); `seed` seeds episodes
 
 
-def seed_episode(seed: int, spec: EpisodeSpec) -> int:
-    """Seed python, numpy and torch from ``(seed, task, trial)``: a resumed run repeats an
-    uninterrupted one exactly, whatever episodes ran before in the same process. Returns the
-    episode's seed (the policy re-seeds its decoders' private generators from it)."""
-    value = int(np.random.SeedSequence([seed, spec.task_id, spec.trial]).generate_state(1)[0])
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-    return value
-
-
 class RunDirError(ValueError):
     """A run directory that cannot take this evaluation; the message names the file and the fix."""
 
@@ -219,6 +217,7 @@ class LiberoRunner:
         )
         self.run_path = self.output_dir / run_file_name(settings.num_shards, settings.shard_id)
         self.lock_path = self.episode_path.with_name(self.episode_path.name + ".lock")
+        self.stage_times = StageTimes()  # where this process's run spent its time (benchmarks)
         self._plan = shard_episodes(
             plan_episodes(settings.suite, self.task_ids, settings.trials, settings.first_trial),
             settings.num_shards,
@@ -279,7 +278,8 @@ class LiberoRunner:
         """The settings that decide what an episode's record means (suite, max_steps, seed, image
         size). Which episodes run (the plan) may change on a resume: a record stays valid."""
         out = self._settings_dict(settings)
-        for key in (*self.PLAN_KEYS, "videos", "cameras"):  # rendering does not change an episode
+        # rendering and parallelism do not change an episode
+        for key in (*self.PLAN_KEYS, "videos", "cameras", "num_envs"):
             out.pop(key)
         return json.loads(json.dumps(out))
 
@@ -348,50 +348,67 @@ class LiberoRunner:
             if self.settings.num_shards > 1
             else ""
         )
+        if not pending:
+            return self._summarize(
+                episodes, planned, {"settings": self._settings_dict(settings), **(metadata or {})}
+            )
+        started, ran = time.perf_counter(), 0
         with tqdm(
             total=len(planned), initial=len(done), desc=label, unit="ep", dynamic_ncols=True
         ) as bar:
-            for task_id, specs in groupby(pending, key=lambda s: s.task_id):
-                env = self.envs.make(settings.suite, task_id, settings)
-                try:
-                    for spec in specs:
-                        record = self._run_one(env, policy, spec, settings)
-                        episodes.append(record)
-                        wins += record["success"]
-                        bar.update(1)
-                        bar.set_postfix(success=f"{wins / bar.n:.1%}")
-                finally:
-                    env.close()
+
+            def on_record(record: dict, recorder) -> None:
+                nonlocal wins, ran
+                if recorder is not None and recorder.frames:
+                    write_video(
+                        video_path(
+                            self.output_dir / "videos",
+                            record["suite"],
+                            record["task_id"],
+                            record["trial"],
+                            record["success"],
+                        ),
+                        recorder.frames,
+                    )
+                episodes.append(record)  # the parent alone writes the episode file
+                if not is_error(record):
+                    wins += bool(record["success"])
+                    ran += 1
+                    bar.update(1)
+                finished = len(episodes.finished_keys() & planned)
+                per_min = 60.0 * ran / max(time.perf_counter() - started, 1e-9)
+                errors = len(episodes.error_keys() & planned)
+                bar.set_postfix(
+                    success=f"{wins / max(finished, 1):.1%}",
+                    ep_per_min=f"{per_min:.1f}",
+                    **({"errors": errors} if errors else {}),
+                )
+
+            sims = make_simulators(self.envs, settings, settings.num_envs)
+            try:
+                run_episodes(
+                    sims,
+                    policy,
+                    pending,
+                    settings.seed,
+                    self.max_steps,
+                    on_record,
+                    videos=settings.videos,
+                    times=self.stage_times,
+                )
+            finally:
+                sims.close()
         return self._summarize(
             episodes, planned, {"settings": self._settings_dict(settings), **(metadata or {})}
         )
-
-    def _run_one(self, env, policy, spec: EpisodeSpec, settings: LiberoEvalSettings) -> dict:
-        episode_seed = seed_episode(settings.seed, spec)
-        if hasattr(policy, "seed_episode"):
-            policy.seed_episode(episode_seed)
-        frames: list | None = [] if settings.videos else None
-        record = run_episode(env, policy, spec, self.max_steps, frames)
-        if frames:
-            write_video(
-                video_path(
-                    self.output_dir / "videos",
-                    spec.suite,
-                    spec.task_id,
-                    spec.trial,
-                    record["success"],
-                ),
-                frames,
-            )
-        return record
 
     def _settings_dict(self, settings: LiberoEvalSettings) -> dict:
         return {**asdict(settings), "max_steps": self.max_steps, "task_ids": self.task_ids}
 
     def _summarize(self, episodes: EpisodeFile, planned: set, metadata: dict) -> dict:
-        records = [r for r in episodes.records() if record_key(r) in planned]
+        records = [r for r in episodes.records(include_errors=True) if record_key(r) in planned]
         summary = summarize(records)
-        summary["complete"] = len(records) == len(planned)
+        summary["complete"] = summary["episodes"] == len(planned)
         summary["episode_file"] = str(self.episode_path)
         summary.update(metadata)
         write_json_atomic(self.summary_path, summary)
@@ -455,8 +472,9 @@ def run_identity(cfg: DictConfig, stack, backbone_id: str) -> dict:
     return identity
 
 
-def run_libero(cfg: DictConfig, stack) -> dict:
-    """``python evaluate.py env=libero``: settings (suite, task ids, shard) are checked before the backbone is built."""
+def prepare_libero(cfg: DictConfig, stack) -> tuple[LiberoRunner, Any, dict, dict]:
+    """``(runner, policy, metadata, identity)`` of ``python evaluate.py env=libero``: settings
+    (suite, task ids, shard) are checked before the backbone is built; ``env.torch_threads`` set."""
     from rsdvla.cli import build
 
     runner = LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir)
@@ -474,6 +492,11 @@ def run_libero(cfg: DictConfig, stack) -> dict:
         "ckpt": OmegaConf.to_container(cfg.ckpt, resolve=True),
         "precision": stack.precision,
     }
-    identity = run_identity(cfg, stack, backbone_id)
+    return runner, policy, metadata, run_identity(cfg, stack, backbone_id)
+
+
+def run_libero(cfg: DictConfig, stack) -> dict:
+    """``python evaluate.py env=libero``: :func:`prepare_libero`, then the run."""
+    runner, policy, metadata, identity = prepare_libero(cfg, stack)
     restart = bool(cfg.eval.get("restart", False))
     return runner.run(policy, metadata, identity=identity, restart=restart)

@@ -22,6 +22,7 @@ from pathlib import Path
 from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
 from rsdvla.evaluation.episodes import (
     describe_differences,
+    is_error,
     plan_episodes,
     read_episode_file,
     read_run_file,
@@ -101,7 +102,7 @@ def merge_episode_files(files: Sequence[Path], only: set | None = None) -> dict:
             "or mixed: merge files of one evaluation"
         )
     summary = summarize(records)
-    present = {record_key(r) for r in records}
+    present = {record_key(r) for r in records if not is_error(r)}  # an error record is missing
     num_shards = int(plan.get("num_shards", 1))
     summary["planned_episodes"] = len(planned)
     summary["missing_episodes"] = len(planned - present)

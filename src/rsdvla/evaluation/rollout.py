@@ -1,4 +1,4 @@
-"""One LIBERO episode with a policy -> one episode record (a JSON-ready dict).
+"""One LIBERO episode's record (a JSON-ready dict), its seeds, and its policy observation.
 
 The env contract (``rsdvla.envs.libero.LiberoEnv``; tests use a fake with the same methods):
 ``instruction``, ``num_initial_states``, ``reset(init_state_index) -> obs`` (runs the
@@ -7,12 +7,14 @@ The env contract (``rsdvla.envs.libero.LiberoEnv``; tests use a fake with the sa
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import torch
 
 from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.evaluation.episodes import EpisodeSpec
@@ -47,37 +49,87 @@ def _chunk_fields(chunk_log: list) -> dict[str, Any]:
     }
 
 
-def run_episode(
-    env, policy, spec: EpisodeSpec, max_steps: int, frames: list | None = None
-) -> dict[str, Any]:
-    """Run ``spec`` until success or ``max_steps`` policy steps; returns its episode record.
+def episode_seed(seed: int, spec: EpisodeSpec) -> int:
+    """The episode's seed, from the evaluation ``seed`` and its identity ``(task, trial)``."""
+    return int(np.random.SeedSequence([seed, spec.task_id, spec.trial]).generate_state(1)[0])
 
-    ``frames``: when a list, the ``primary`` policy image of every step is appended (for videos).
+
+def seed_globals(value: int) -> None:
+    """Seed python, numpy and torch's global generators with an episode's seed."""
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def seed_episode(seed: int, spec: EpisodeSpec) -> int:
+    """Seed python, numpy and torch from ``(seed, task, trial)``: a resumed run repeats an
+    uninterrupted one exactly, whatever episodes ran before in the same process. Returns the
+    episode's seed (the policy's per-episode decoder state starts from it)."""
+    value = episode_seed(seed, spec)
+    seed_globals(value)
+    return value
+
+
+class EpisodeRecorder:
+    """Builds one episode's record from what the simulator returns (the one place, for one env in
+    process and for N simulator workers alike).
+
+    ``start(obs, instruction, init_state_index)`` after the reset; ``on_step(obs, done, info)``
+    after every ``env.step`` (``info`` exactly as the env returned it) returns True when the
+    episode is over (success, or ``max_steps`` policy steps); ``finish(chunk_log)`` -> the record.
+    ``frames`` (when ``videos``): the ``primary`` policy image before every policy step.
     """
-    start = time.perf_counter()
-    init_state_index = spec.trial % env.num_initial_states
-    obs = env.reset(init_state_index)
-    policy.reset()
-    success, steps = False, 0
-    while steps < max_steps:
-        if frames is not None and "primary" in obs:
-            frames.append(np.asarray(obs["primary"]))
-        action = policy.select_action(policy_observation(obs, env.instruction))
-        obs, done, _ = env.step(action)
-        steps += 1
+
+    def __init__(self, spec: EpisodeSpec, max_steps: int, seed: int, videos: bool = False):
+        self.spec, self.max_steps, self.episode_seed = spec, int(max_steps), int(seed)
+        self.frames: list | None = [] if videos else None
+        self.success, self.steps, self.done = False, 0, False
+        self.instruction, self.init_state_index = "", 0
+        self._start = time.perf_counter()
+
+    def _frame(self, obs: Mapping[str, Any]) -> None:
+        if self.frames is not None and "primary" in obs:
+            self.frames.append(np.asarray(obs["primary"]))
+
+    def start(self, obs: Mapping[str, Any], instruction: str, init_state_index: int) -> None:
+        self.instruction, self.init_state_index = instruction, int(init_state_index)
+        self._frame(obs)
+
+    def on_step(self, obs: Mapping[str, Any], done: bool, info: Mapping[str, Any]) -> bool:
+        self.steps += 1
         if done:
-            success = True
-            break
+            self.success = self.done = True
+        elif self.steps >= self.max_steps:
+            self.done = True
+        else:
+            self._frame(obs)
+        return self.done
+
+    def finish(self, chunk_log: list) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "suite": spec.suite,
+            "task_id": spec.task_id,
+            "instruction": self.instruction,
+            "trial": spec.trial,
+            "init_state_index": self.init_state_index,
+            "episode_seed": self.episode_seed,
+            "success": self.success,
+            "steps": self.steps,
+            "max_steps": self.max_steps,
+            **_chunk_fields(chunk_log),
+            "wall_s": round(time.perf_counter() - self._start, 3),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def error_record(spec: EpisodeSpec, seed: int, error: str) -> dict[str, Any]:
+    """The record of an episode that could not be run (``episodes.is_error``): no ``success``."""
     return {
         "suite": spec.suite,
         "task_id": spec.task_id,
-        "instruction": env.instruction,
         "trial": spec.trial,
-        "init_state_index": init_state_index,
-        "success": success,
-        "steps": steps,
-        "max_steps": max_steps,
-        **_chunk_fields(policy.chunk_log),
-        "wall_s": round(time.perf_counter() - start, 3),
+        "episode_seed": int(seed),
+        "error": error,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,154 @@
+"""The evaluation scheduler: planned episodes over the simulators, one batched policy call a step.
+
+``run_episodes(sims, policy, pending, seed, max_steps, on_record, videos=False)``: a queue of
+planned episodes is handed to whichever simulator worker is free (across tasks); every step,
+the observations of all running episodes go to ``policy.select_actions`` with their
+:class:`rsdvla.policy.EpisodeSlot` s (one backbone + decoder call for those whose action queue
+is empty), then every worker steps. Each episode's record is built by its own
+:class:`EpisodeRecorder` and handed to ``on_record`` as soon as it ends.
+
+Lockstep: a round resets the free workers (all at once), then steps every running episode once;
+a reset (10 wait steps, an env rebuild on a task switch) holds the other workers for that round.
+
+An episode depends only on its plan entry: its initial state (``trial``), its seed
+(``rollout.episode_seed``: global generators seeded in its worker before the reset, decoder row
+states started from it) and its own slot. A failed worker (:class:`workers.Failure`) loses its
+episode: logged in one line, re-queued once, then recorded as an error (``rollout.error_record``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rsdvla.evaluation.episodes import EpisodeSpec
+from rsdvla.evaluation.rollout import (
+    EpisodeRecorder,
+    episode_seed,
+    error_record,
+    policy_observation,
+    seed_globals,
+)
+from rsdvla.evaluation.workers import Failure
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+"""Tries of an episode whose worker failed: re-queued once, then recorded as an error."""
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage over a run, and the counts behind them (per episode-step):
+
+    ``policy``: wall time of the batched ``select_actions`` calls; ``sim_step``: each worker's own
+    ``env.step`` (physics, and render with cameras); ``sim_wall``: wall time of the step requests
+    (the slowest worker); ``queue_wait``: per worker-step, the time its answer waited for the
+    slowest worker (``sim_wall - own step``); ``reset``: the reset requests. Per-chunk backbone and
+    decode times are in the episode records (``latency_ms``).
+    """
+
+    seconds: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, stage: str, seconds: float, count: int = 1) -> None:
+        self.seconds[stage] += seconds
+        self.counts[stage] += count
+
+
+@dataclass
+class _Running:
+    spec: EpisodeSpec
+    seed: int
+    recorder: EpisodeRecorder
+    slot: Any
+    obs: dict
+
+
+def run_episodes(
+    sims,
+    policy,
+    pending: Sequence[EpisodeSpec],
+    seed: int,
+    max_steps: int,
+    on_record: Callable[[dict, EpisodeRecorder | None], None],
+    videos: bool = False,
+    times: StageTimes | None = None,
+) -> None:
+    """Run every episode of ``pending`` on ``sims`` (``workers.InProcessEnvs`` / ``WorkerPool``);
+    ``on_record(record, recorder)`` gets each finished episode's record (``recorder`` None for an
+    error record), in the order episodes end."""
+    queue = deque(pending)
+    attempts: Counter = Counter()
+    running: dict[int, _Running] = {}
+    times = times if times is not None else StageTimes()
+
+    def lost(spec: EpisodeSpec, value: int, failure: Failure) -> None:
+        attempts[spec.key] += 1
+        again = attempts[spec.key] < MAX_ATTEMPTS
+        log.warning(
+            "episode %s task %d trial %d lost (%s); %s",
+            spec.suite,
+            spec.task_id,
+            spec.trial,
+            failure.message,
+            "re-queued" if again else "recorded as an error",
+        )
+        if again:
+            queue.append(spec)
+        else:
+            on_record(error_record(spec, value, failure.message), None)
+
+    while queue or running:
+        assign = {}
+        for worker in range(sims.num_workers):
+            if worker not in running and queue:
+                spec = queue.popleft()
+                assign[worker] = (spec, episode_seed(seed, spec))
+        if assign:
+            start = time.perf_counter()
+            answers = sims.reset_many(assign)
+            times.add("reset", time.perf_counter() - start, len(assign))
+            for worker, (spec, value) in assign.items():
+                answer = answers[worker]
+                if isinstance(answer, Failure):
+                    lost(spec, value, answer)
+                    continue
+                if not getattr(sims, "in_process", False):  # (in process: seeded before the reset)
+                    seed_globals(value)  # decoders drawing from the global generators (seed=None)
+                recorder = EpisodeRecorder(spec, max_steps, value, videos)
+                recorder.start(answer.obs, answer.instruction, answer.init_state_index)
+                running[worker] = _Running(
+                    spec, value, recorder, policy.new_slot(value), answer.obs
+                )
+        if not running:
+            continue
+        workers = sorted(running)
+        start = time.perf_counter()
+        actions = policy.select_actions(
+            [policy_observation(running[w].obs, running[w].recorder.instruction) for w in workers],
+            [running[w].slot for w in workers],
+        )
+        times.add("policy", time.perf_counter() - start, len(workers))
+        start = time.perf_counter()
+        answers = sims.step_many(dict(zip(workers, actions, strict=True)))
+        wall = time.perf_counter() - start
+        times.add("sim_wall", wall)
+        for answer in answers.values():
+            if not isinstance(answer, Failure):
+                times.add("sim_step", answer.seconds)
+                times.add("queue_wait", max(wall - answer.seconds, 0.0))
+        for worker in workers:
+            run, answer = running[worker], answers[worker]
+            if isinstance(answer, Failure):
+                del running[worker]
+                lost(run.spec, run.seed, answer)
+                continue
+            run.obs = answer.obs
+            if run.recorder.on_step(answer.obs, answer.done, answer.info):
+                del running[worker]
+                on_record(run.recorder.finish(run.slot.chunk_log), run.recorder)
