@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rsdvla.evaluation.aggregate import write_json_atomic
-from rsdvla.evaluation.episodes import describe_differences, read_episode_file, unique_records
+from rsdvla.evaluation.episodes import (
+    describe_differences,
+    read_episode_file,
+    record_key,
+    unique_records,
+)
 from rsdvla.evaluation.merge import common_identity, find_episode_files
 from rsdvla.evaluation.paired import CI_METHOD, TEST_METHOD, format_paired, paired_comparison
 
@@ -176,13 +181,19 @@ def compare_runs(ref: Run, run: Run) -> dict:
     }
 
 
-def paired_against(reference_dir: str | Path, run_dir: str | Path) -> dict | None:
+def paired_against(
+    reference_dir: str | Path, run_dir: str | Path, only: set | None = None
+) -> dict | None:
     """The overall paired result of ``run_dir`` against ``reference_dir`` for report tables, or
-    None when either has no episode files (e.g. an offline-only point). Refusals propagate."""
+    None when either has no episode files (e.g. an offline-only point). ``only``: episode keys
+    (``record_key``: suite, task, trial) of the plan to count. Refusals propagate."""
     try:
         ref, run = load_run(reference_dir), load_run(run_dir)
     except FileNotFoundError:
         return None
+    if only is not None:
+        for r in (ref, run):
+            r.records = [rec for rec in r.records if record_key(rec) in only]
     return compare_runs(ref, run)["paired"]
 
 
