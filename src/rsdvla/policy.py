@@ -78,6 +78,10 @@ class ChunkStats:
     accepted_layers: list[int] | None
     layer_acceptance: list[float] | None
     latency_s: dict[str, float] = field(default_factory=dict)
+    # rsdvla.evaluation.divergence: this row vs main-only (only with a baseline), and the
+    # relative move of h since the previous chunk (None for an episode's first chunk)
+    divergence: dict | None = None
+    hidden_shift: float | None = None
 
 
 def _as_list(value: Any) -> list | None:
@@ -129,7 +133,8 @@ class RSDPolicy:
         normalizer: ``ActionNormalizer`` holding the checkpoint's statistics.
         chunk_size: actions executed open loop per decoder call (``<= T``).
         baseline: optional main-only decoder; it decodes the same ``h`` every call (order
-            alternating with ``decoder``) only to time it; its actions are discarded.
+            alternating with ``decoder``) to time it and to record how far the decoder's codes
+            and actions depart from it (``ChunkStats.divergence``); its actions are not executed.
         invert_gripper: see :func:`to_env_actions`.
         device: where ``h`` goes before decoding (None: leave it where the backbone put it).
     """
@@ -158,6 +163,7 @@ class RSDPolicy:
         self.chunk_log: list[ChunkStats] = []
         self._queue: deque[np.ndarray] = deque()
         self._calls = 0
+        self._previous_h: torch.Tensor | None = None  # h of the episode's last chunk
 
     @property
     def required_obs(self) -> tuple[str, ...]:
@@ -168,6 +174,7 @@ class RSDPolicy:
         """Start a new episode: empty the action queue and the chunk log."""
         self._queue.clear()
         self.chunk_log = []
+        self._previous_h = None
 
     def seed_episode(self, episode_seed: int) -> None:
         """Re-seed the decoders' private generators (and RSD's ``skip_below`` state) for one episode.
@@ -186,7 +193,7 @@ class RSDPolicy:
         h, backbone_s = timed_call(self.backbone.encode, obs_batch)
         if self.device is not None:
             h = h.to(self.device)
-        result, decode_s, baseline_s = self._decode(h)
+        result, decode_s, baseline_s, baseline_result = self._decode(h)
         actions = result.actions
         actions = (
             actions.detach().float().cpu().numpy()
@@ -207,23 +214,54 @@ class RSDPolicy:
         }
         if baseline_s is not None:
             latency["baseline_decode"] = baseline_s
-        self.chunk_log.append(ChunkStats(accepted, per_layer, latency))
-        raw = self.normalizer.unnormalize(actions[:, : self.chunk_size])
+        env_actions = self._env_actions(actions)
+        divergence, shift = self._chunk_diagnostics(
+            h, result, baseline_result, actions, env_actions
+        )
+        # single-env chunk log (B = 1): row 0, as ``accepted_layers[0]`` in rollout._chunk_fields
+        self.chunk_log.append(ChunkStats(accepted, per_layer, latency, divergence[0], shift[0]))
+        return env_actions
+
+    def _env_actions(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalized ``[B, T, 7]`` -> the executed chunk as the env takes it ``[B, chunk_size, 7]``."""
+        raw = self.normalizer.unnormalize(normalized[:, : self.chunk_size])
         return to_env_actions(raw, self.invert_gripper)
 
-    def _decode(self, h: torch.Tensor) -> tuple[Any, float, float | None]:
-        """Decode ``h`` with the decoder (and the baseline, alternating which runs first)."""
+    def _chunk_diagnostics(self, h, result, baseline_result, actions, env_actions):
+        """Per row: divergence from main-only (None without a baseline) and hidden-state shift
+        (``rsdvla.evaluation.divergence``); untimed, and no extra model call."""
+        from rsdvla.evaluation.divergence import divergence_rows, hidden_shift
+
+        shift = hidden_shift(h, self._previous_h)
+        self._previous_h = h.detach().clone()
+        if baseline_result is None:
+            return [None] * len(shift), shift
+        base = baseline_result.actions.detach().float().cpu().numpy()
+        rows = divergence_rows(
+            result.codes,
+            baseline_result.codes,
+            actions[:, : self.chunk_size],
+            base[:, : self.chunk_size],
+            env_actions,
+            self._env_actions(base),
+            getattr(getattr(result, "stats", None), "decoded_layers", None),
+        )
+        return rows, shift
+
+    def _decode(self, h: torch.Tensor) -> tuple[Any, float, float | None, Any]:
+        """Decode ``h`` with the decoder (and the baseline, alternating which runs first):
+        ``(result, decode_s, baseline_s, baseline_result)`` (None, None without a baseline)."""
         self._calls += 1
         if self.baseline is None:
             result, decode_s = timed_call(self.decoder, h)
-            return result, decode_s, None
+            return result, decode_s, None, None
         if self._calls % 2:
             result, decode_s = timed_call(self.decoder, h)
-            _, baseline_s = timed_call(self.baseline, h)
+            baseline, baseline_s = timed_call(self.baseline, h)
         else:
-            _, baseline_s = timed_call(self.baseline, h)
+            baseline, baseline_s = timed_call(self.baseline, h)
             result, decode_s = timed_call(self.decoder, h)
-        return result, decode_s, baseline_s
+        return result, decode_s, baseline_s, baseline
 
     @torch.inference_mode()
     def warmup(self, calls: int = 2) -> None:

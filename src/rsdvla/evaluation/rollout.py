@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rsdvla.backbones.preprocessing import CAMERAS
+from rsdvla.evaluation.divergence import episode_fields
 from rsdvla.evaluation.episodes import EpisodeSpec
 
 POLICY_KEYS = (*CAMERAS, "proprio", "object_state")
@@ -44,6 +45,7 @@ def _chunk_fields(chunk_log: list) -> dict[str, Any]:
             c.layer_acceptance for c in chunk_log if c.layer_acceptance is not None
         ],
         "latency_ms": latency_ms,
+        **episode_fields(chunk_log),  # divergence (with a baseline), hidden_shift
     }
 
 
