@@ -96,3 +96,47 @@ def test_no_baseline_no_divergence_and_old_records_still_summarize():
     assert "divergence" not in record and len(record["hidden_shift"]) == 4
     old = {k: v for k, v in record.items() if k not in ("divergence", "hidden_shift")}
     assert summarize([old])["episodes"] == 1
+
+
+class DiagnosticEnv(FakeEnv):
+    """FakeEnv that reports per-step diagnostics as LiberoEnv(diagnostics=True) does."""
+
+    def step(self, action):
+        obs, done, _ = super().step(action)
+        info = {"diagnostics": {"ee_speed": 0.1 * self.t, "grasp": self.t >= 3}}
+        return obs, done, info
+
+
+def test_step_diagnostics_become_per_step_record_lists():
+    main, _, tokenizer = tiny_stack(draft_k=3)
+    policy = RSDPolicy(ProjectingBackbone(), MainOnlyDecoder(main, tokenizer), NORMALIZER, CHUNK)
+    record = run_episode(
+        DiagnosticEnv(1, []), policy, EpisodeSpec("libero_object", 1, 0), max_steps=5
+    )
+    assert record["diagnostics"] == {
+        "ee_speed": pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5]),
+        "grasp": [False, False, True, True, True],
+    }
+    plain, _ = run(MainOnlyDecoder(main, tokenizer), None)
+    assert "diagnostics" not in plain
+
+
+def test_env_diagnostics_setting_reaches_the_env_and_not_the_identity(tmp_path):
+    from test_libero_runner import FakeEnvs, fake_policy, settings
+
+    from rsdvla.evaluation.libero_runner import LiberoRunner
+
+    made = []
+
+    class Envs(FakeEnvs):
+        def make(self, suite, task_id, s):
+            made.append(s.diagnostics)
+            return super().make(suite, task_id, s)
+
+    LiberoRunner(settings(diagnostics=True), tmp_path / "on", Envs()).run(fake_policy())
+    LiberoRunner(settings(), tmp_path / "off", Envs()).run(fake_policy())
+    assert made == [True] * 3 + [False] * 3
+    import json
+
+    on, off = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("on", "off"))
+    assert on["identity"] == off["identity"]  # logging does not change what an episode means

@@ -77,6 +77,7 @@ class LiberoEvalSettings:
     camera_size: int = 256
     videos: bool = False
     seed: int = 7
+    diagnostics: bool = False  # per-step simulator signals in the records (rsdvla.envs.diagnostics)
     num_shards: int = 1
     shard_id: int = 0
 
@@ -100,6 +101,7 @@ class LiberoEvalSettings:
             camera_size=int(env.get("camera_size", 256)),
             videos=bool(env.get("videos", False)),
             seed=int(cfg.seed),
+            diagnostics=bool(env.get("diagnostics", False)),
             num_shards=int(cfg.eval.num_shards),
             shard_id=int(cfg.eval.shard_id),
         )
@@ -173,6 +175,7 @@ class LiberoEnvFactory:
             task_id,
             camera_size=settings.camera_size,
             cameras=settings.cameras,
+            diagnostics=settings.diagnostics,
         )  # env.seed(0) per env as OpenVLA-OFT (rsdvla.envs.libero.ENV_SEED); `seed` seeds episodes
 
 
@@ -279,7 +282,12 @@ class LiberoRunner:
         """The settings that decide what an episode's record means (suite, max_steps, seed, image
         size). Which episodes run (the plan) may change on a resume: a record stays valid."""
         out = self._settings_dict(settings)
-        for key in (*self.PLAN_KEYS, "videos", "cameras"):  # rendering does not change an episode
+        for key in (
+            *self.PLAN_KEYS,
+            "videos",
+            "cameras",
+            "diagnostics",
+        ):  # nor do they change an episode
             out.pop(key)
         return json.loads(json.dumps(out))
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rsdvla.backbones.preprocessing import CAMERAS
+from rsdvla.envs.diagnostics import StepLog
 from rsdvla.evaluation.divergence import episode_fields
 from rsdvla.evaluation.episodes import EpisodeSpec
 
@@ -61,11 +62,13 @@ def run_episode(
     obs = env.reset(init_state_index)
     policy.reset()
     success, steps = False, 0
+    step_log = StepLog()  # info["diagnostics"] of env.diagnostics=true
     while steps < max_steps:
         if frames is not None and "primary" in obs:
             frames.append(np.asarray(obs["primary"]))
         action = policy.select_action(policy_observation(obs, env.instruction))
-        obs, done, _ = env.step(action)
+        obs, done, info = env.step(action)
+        step_log.add(info)
         steps += 1
         if done:
             success = True
@@ -80,6 +83,7 @@ def run_episode(
         "steps": steps,
         "max_steps": max_steps,
         **_chunk_fields(policy.chunk_log),
+        **step_log.fields(),
         "wall_s": round(time.perf_counter() - start, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
