@@ -116,6 +116,7 @@ def test_step_diagnostics_become_per_step_record_lists():
     assert record["diagnostics"] == {
         "ee_speed": pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5]),
         "grasp": [False, False, True, True, True],
+        "chunk": [0, 0, 1, 1, 2],  # two steps per chunk: the step's chunk in accepted_layers etc.
     }
     plain, _ = run(MainOnlyDecoder(main, tokenizer), None)
     assert "diagnostics" not in plain

@@ -95,14 +95,16 @@ class StepDiagnostics:
 
 class StepLog:
     """Collects ``info["diagnostics"]`` of an episode's steps into the record field
-    ``diagnostics`` (``key -> [per step]``); nothing when the env gives none."""
+    ``diagnostics`` (``key -> [per step]``, plus ``chunk``: the chunk each step executed);
+    nothing when the env gives none."""
 
     def __init__(self):
         self.steps: list[dict] = []
 
-    def add(self, info) -> None:
+    def add(self, info, chunk: int | None = None) -> None:
+        """One step's ``info``; ``chunk``: index of the policy chunk this step executed."""
         if isinstance(info, dict) and info.get("diagnostics") is not None:
-            self.steps.append(info["diagnostics"])
+            self.steps.append({**info["diagnostics"], "chunk": chunk})
 
     def fields(self) -> dict:
         if not self.steps:

@@ -257,13 +257,22 @@ def plot(result: dict, path: Path) -> Path:
     return path
 
 
-def compare(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> dict:
-    """Load the runs and compare each against the first; returns the JSON-ready result."""
+def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
+    """The runs of a comparison, reference first (at least two; one label per run if given)."""
     if len(paths) < 2:
         raise ValueError("compare needs at least two runs: the reference first, then the others")
     if labels and len(labels) != len(paths):
         raise ValueError(f"--labels: {len(labels)} labels for {len(paths)} runs; give one per run")
-    runs = [load_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
+    return [load_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
+
+
+def compare(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> dict:
+    """Load the runs and compare each against the first; returns the JSON-ready result."""
+    return compare_loaded(load_runs(paths, labels))
+
+
+def compare_loaded(runs: Sequence[Run]) -> dict:
+    """Each of ``runs[1:]`` against ``runs[0]``: the JSON-ready result."""
     ref = runs[0]
     return {
         "reference": ref.label,
@@ -274,15 +283,25 @@ def compare(paths: Sequence[str | Path], labels: Sequence[str] | None = None) ->
     }
 
 
-def write_outputs(result: dict, out: Path) -> dict[str, Path]:
+def write_outputs(result: dict, out: Path, runs: Sequence[Run] = ()) -> dict[str, Path]:
+    """``compare.md``, ``compare.json``, ``compare.png`` and, per run whose records carry them,
+    ``diagnostics_<label>.png`` (``rsdvla.evaluation.diagnostic_plots``)."""
+    from rsdvla.evaluation.diagnostic_plots import plot_diagnostics
+
     out.mkdir(parents=True, exist_ok=True)
     md = out / "compare.md"
     md.write_text(markdown(result))
-    return {
+    written = {
         "json": write_json_atomic(out / "compare.json", result),
         "md": md,
         "png": plot(result, out / "compare.png"),
     }
+    for run in runs:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run.label)
+        png = plot_diagnostics(run.records, out / f"diagnostics_{safe}.png", title=run.label)
+        if png is not None:
+            written[f"diagnostics {run.label}"] = png
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -293,10 +312,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="default: <first run>/compare")
     parser.add_argument("--labels", nargs="+", default=None, help="one name per run")
     args = parser.parse_args(argv)
-    result = compare(args.runs, args.labels)
+    runs = load_runs(args.runs, args.labels)
+    result = compare_loaded(runs)
     first = Path(args.runs[0])
     out = args.out or (first.parent if first.is_file() else first) / "compare"
-    written = write_outputs(result, out)
+    written = write_outputs(result, out, runs)
     print(markdown(result))
     for comp in result["comparisons"]:
         if comp["unpaired_only_reference"] or comp["unpaired_only_run"]:

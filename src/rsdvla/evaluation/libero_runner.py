@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.envs.libero import MAX_STEPS, SUITES
 from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
+from rsdvla.evaluation.diagnostic_plots import plot_diagnostics
 from rsdvla.evaluation.episodes import (
     EpisodeFile,
     EpisodeSpec,
@@ -406,6 +407,11 @@ class LiberoRunner:
         success = summary.get("success_rate")
         title = f"LIBERO: {summary.get('episodes', 0)} episodes, success {success if success is None else round(success, 3)}"
         plot_summary(summary, self.summary_path.with_suffix(".png"), title=title)
+        plot_diagnostics(
+            records,
+            self.summary_path.with_name(f"diagnostics{self.summary_path.stem[7:]}.png"),
+            title=title,
+        )
         render_summary(summary)
         log.info("summary: %s", self.summary_path)
         return summary

@@ -68,7 +68,7 @@ def run_episode(
             frames.append(np.asarray(obs["primary"]))
         action = policy.select_action(policy_observation(obs, env.instruction))
         obs, done, info = env.step(action)
-        step_log.add(info)
+        step_log.add(info, len(policy.chunk_log) - 1)
         steps += 1
         if done:
             success = True
