@@ -12,7 +12,10 @@ convention) or that share no episode are refused in one line naming the field.
 For every run against the first (the reference, e.g. main-only), overall and per task: the
 paired counts, the success difference with a 95% paired interval and McNemar's exact p (see
 ``rsdvla.evaluation.paired``). Writes ``compare.md``, ``compare.json`` and ``compare.png``
-(per-task paired differences) into ``--out`` (default: ``<first run>/compare``).
+(per-task paired differences) into ``--out`` (default: ``<first run>/compare``), and
+``diagnostics_<run>.png`` per run whose records carry diagnostics. ``--videos`` reruns the
+discordant episodes with videos on and writes side-by-side A | B videos
+(``rsdvla.evaluation.replay``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsdvla.evaluation.aggregate import write_json_atomic
@@ -46,12 +49,15 @@ PairKey = tuple
 
 @dataclass
 class Run:
-    """One compared run: its ``label``, ``path``, ``records`` (unique episodes), ``identity``."""
+    """One compared run: its ``label``, ``path``, ``records`` (unique episodes), ``identity``,
+    ``plan`` (suite, task ids, trials, first trial) and episode ``files``."""
 
     label: str
     path: Path
     records: list[dict]
     identity: dict
+    plan: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
 
     @property
     def protocol(self) -> dict:
@@ -99,9 +105,9 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run folder or summary; pass a LIBERO run folder")
     files = _episode_files(path)
-    identity, _, _ = common_identity(files)
+    identity, plan, _ = common_identity(files)
     records = unique_records(r for f in files for r in read_episode_file(f))
-    return Run(label or default_label(path), path, records, identity)
+    return Run(label or default_label(path), path, records, identity, plan, list(files))
 
 
 def pair_keys(run: Run, use_episode_seed: bool) -> dict[PairKey, dict]:
@@ -311,6 +317,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("runs", nargs="+", help="reference run first, then the runs to compare")
     parser.add_argument("--out", type=Path, default=None, help="default: <first run>/compare")
     parser.add_argument("--labels", nargs="+", default=None, help="one name per run")
+    parser.add_argument(
+        "--videos",
+        action="store_true",
+        help="rerun the discordant episodes with videos on and write A | B videos (needs the "
+        "simulator and each run's .hydra/config.yaml)",
+    )
+    parser.add_argument(
+        "--max-videos", type=int, default=None, help="replay at most this many per comparison"
+    )
     args = parser.parse_args(argv)
     runs = load_runs(args.runs, args.labels)
     result = compare_loaded(runs)
@@ -326,6 +341,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 file=sys.stderr,
             )
     print("written: " + ", ".join(str(p) for p in written.values()))
+    if args.videos:
+        from rsdvla.evaluation.replay import replay_discordant
+
+        result["videos"] = replay_discordant(runs, result, out, max_episodes=args.max_videos)
+        write_json_atomic(out / "compare.json", result)
+        for label, entry in result["videos"].items():
+            print(f"{label}: {len(entry['videos'])} side-by-side videos in {out / 'videos'}")
+            for line in entry["not_reproduced"]:
+                print(f"not reproduced: {line}", file=sys.stderr)
     return result
 
 

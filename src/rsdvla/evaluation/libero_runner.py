@@ -245,6 +245,12 @@ class LiberoRunner:
         """This shard's episodes, task-major."""
         return list(self._plan)
 
+    def restrict_plan(self, keys: set) -> LiberoRunner:
+        """Run only the planned episodes whose ``EpisodeSpec.key`` is in ``keys`` (e.g. the
+        discordant episodes ``compare --videos`` replays); returns ``self``."""
+        self._plan = [spec for spec in self._plan if spec.key in keys]
+        return self
+
     def run(
         self,
         policy,
