@@ -48,3 +48,12 @@ def test_check_reproduced_names_the_differing_fields():
     assert check_reproduced(original, replayed) == [
         "('s', 0, 1): success, steps differ from the record"
     ]
+
+
+def test_replay_without_the_runs_hydra_config_is_one_line(tmp_path):
+    from rsdvla.evaluation.replay import replay_run
+
+    a = make_run(tmp_path / "a", reference_rule, "ref")
+    (run,) = compare.load_runs([a, a])[:1]
+    with pytest.raises(FileNotFoundError, match=r"\.hydra/config\.yaml: the run's Hydra config"):
+        replay_run(run, {("libero_object", 0, 0)}, tmp_path / "out")

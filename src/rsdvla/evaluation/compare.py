@@ -12,7 +12,8 @@ convention) or that share no episode are refused in one line naming the field.
 For every run against the first (the reference, e.g. main-only), overall and per task: the
 paired counts, the success difference with a 95% paired interval and McNemar's exact p (see
 ``rsdvla.evaluation.paired``). Writes ``compare.md``, ``compare.json`` and ``compare.png``
-(per-task paired differences) into ``--out`` (default: ``<first run>/compare``), and
+(per-task paired differences) into ``--out`` (default: ``outputs/compare/<A>_vs_<B>...``,
+outside the run folders, which merge and sweep search recursively), and
 ``diagnostics_<run>.png`` per run whose records carry diagnostics. ``--videos`` reruns the
 discordant episodes with videos on and writes side-by-side A | B videos
 (``rsdvla.evaluation.replay``).
@@ -289,6 +290,10 @@ def compare_loaded(runs: Sequence[Run]) -> dict:
     }
 
 
+def _safe_name(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
+
+
 def write_outputs(result: dict, out: Path, runs: Sequence[Run] = ()) -> dict[str, Path]:
     """``compare.md``, ``compare.json``, ``compare.png`` and, per run whose records carry them,
     ``diagnostics_<label>.png`` (``rsdvla.evaluation.diagnostic_plots``)."""
@@ -303,8 +308,9 @@ def write_outputs(result: dict, out: Path, runs: Sequence[Run] = ()) -> dict[str
         "png": plot(result, out / "compare.png"),
     }
     for run in runs:
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run.label)
-        png = plot_diagnostics(run.records, out / f"diagnostics_{safe}.png", title=run.label)
+        png = plot_diagnostics(
+            run.records, out / f"diagnostics_{_safe_name(run.label)}.png", title=run.label
+        )
         if png is not None:
             written[f"diagnostics {run.label}"] = png
     return written
@@ -315,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         prog="python -m rsdvla.evaluation.compare", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", help="reference run first, then the runs to compare")
-    parser.add_argument("--out", type=Path, default=None, help="default: <first run>/compare")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: outputs/compare/<A>_vs_<B>[_vs_...]"
+    )
     parser.add_argument("--labels", nargs="+", default=None, help="one name per run")
     parser.add_argument(
         "--videos",
@@ -329,8 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs = load_runs(args.runs, args.labels)
     result = compare_loaded(runs)
-    first = Path(args.runs[0])
-    out = args.out or (first.parent if first.is_file() else first) / "compare"
+    out = args.out or Path("outputs", "compare", "_vs_".join(_safe_name(r.label) for r in runs))
     written = write_outputs(result, out, runs)
     print(markdown(result))
     for comp in result["comparisons"]:
