@@ -40,3 +40,39 @@ def test_grasp_and_contact_match_the_simulators_own_query():
                 break
     assert not grasps[0] and any(grasps), "the expert's grasp was never seen as a grasp"
     assert grasps[-1], "the object is held while lifting"
+
+
+def test_a_replayed_simulator_episode_reproduces_its_record(tmp_path):
+    """evaluate.py's run on a tiny stack (lossy RSD, main-only baseline), then compare's replay
+    of that episode through the runner from the run's saved Hydra config: same record."""
+    pytest.importorskip("libero")
+    from helpers_ckpt import write_tiny_checkpoints
+    from omegaconf import OmegaConf
+    from test_libero_runner import eval_config
+
+    from rsdvla.backbones import StateBackbone
+    from rsdvla.evaluate import run
+    from rsdvla.evaluation.compare import load_run
+    from rsdvla.evaluation.replay import check_reproduced, replay_run
+
+    ckpts = write_tiny_checkpoints(tmp_path / "ck", 512, backbone=StateBackbone().backbone_id)
+    overrides = [
+        "env.suite=libero_object",
+        "env.task_ids=[0]",
+        "env.max_steps=12",
+        "trials=1",
+        "env.first_trial=3",
+        "decoder/acceptance=agreement",
+        "decoder.acceptance.threshold=0.0",
+    ]
+    cfg = eval_config(tmp_path, ckpts, overrides)
+    run(cfg)
+    (tmp_path / "run" / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    original = load_run(tmp_path / "run")
+    (record,) = original.records
+    assert "divergence" in record and len(record["hidden_shift"]) == 2
+    replayed = replay_run(original, {("libero_object", 0, 3)}, tmp_path / "replay")
+    assert check_reproduced(original.records, replayed) == []
+    assert replayed[0]["diagnostics"]["chunk"] == [0] * 8 + [1] * 4
+    assert list((tmp_path / "replay" / "videos").iterdir())

@@ -58,9 +58,10 @@ def replay_settings(run):
     )
 
 
-def build_run_policy(run):
-    """The policy ``run`` was evaluated with, from its Hydra config; refuses changed checkpoints."""
-    from omegaconf import OmegaConf
+def build_run_policy(run, out_dir: Path):
+    """The policy ``run`` was evaluated with, from its Hydra config (relative paths resolve
+    against the current directory, as when it ran); refuses changed checkpoints."""
+    from omegaconf import OmegaConf, open_dict
 
     from rsdvla.cli import build
     from rsdvla.evaluation.libero_runner import build_policy, run_identity
@@ -73,6 +74,8 @@ def build_run_policy(run):
             "replay runs written by evaluate.py"
         )
     cfg = OmegaConf.load(config)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)  # the saved value is Hydra's runtime interpolation
     stack = load_stack(cfg)
     backbone = build(cfg.backbone)
     policy = build_policy(cfg, stack, backbone)
@@ -102,7 +105,7 @@ def replay_run(
     from rsdvla.evaluation.libero_runner import LiberoRunner
 
     if policy is None:
-        policy, identity = build_run_policy(run)
+        policy, identity = build_run_policy(run, out_dir)
     elif identity is None:
         identity = {k: v for k, v in run.identity.items() if k != "settings"}
     runner = LiberoRunner(replay_settings(run), out_dir, envs).restrict_plan(keys)
