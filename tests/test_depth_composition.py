@@ -80,3 +80,32 @@ def test_depth_override_instantiates_for_every_decoder(decoder):
         cfg = compose(overrides=[f"+decoder={decoder}", "decoder.depth=3"])
     built = instantiate(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
     assert built(torch.randn(2, HIDDEN)).codes.shape[-1] <= 3
+
+
+def test_offline_evaluation_of_exact_rsd_at_depth_3_matches_main_only_m3(synthetic_store, tmp_path):
+    """The frontier's offline pass over an ``rsd_*_m3`` setting: the same figures as main-only m=3."""
+    from types import SimpleNamespace
+
+    from test_offline_evaluation import offline_cfg, tiny_models
+
+    from rsdvla.data.store import HiddenStateStore
+    from rsdvla.evaluation.offline import run_offline
+
+    main, draft, tokenizer = tiny_models()
+    normalizer = HiddenStateStore(synthetic_store).normalizer
+    summaries = {}
+    for name, decoder in (
+        ("rsd_m3", SpeculativeDecoder(main, draft, tokenizer, depth=3)),
+        ("main_only_m3", MainOnlyDecoder(main, tokenizer, depth=3)),
+    ):
+        stack = SimpleNamespace(
+            main=main, draft=draft, tokenizer=tokenizer, normalizer=normalizer, decoder=decoder
+        )
+        summaries[name] = run_offline(
+            offline_cfg(synthetic_store, tmp_path / name, max_batches=2), stack
+        )
+    rsd, m3 = summaries["rsd_m3"], summaries["main_only_m3"]
+    assert rsd["mean_decoded_layers"] == m3["mean_decoded_layers"] == 3.0
+    for key in ("token_agreement", "action_mse", "action_mse_vs_main_only"):
+        assert rsd[key] == pytest.approx(m3[key], rel=0, abs=0)
+    assert len(rsd["acceptance_per_layer"]) == 2  # drafts at most depth - 1 layers
