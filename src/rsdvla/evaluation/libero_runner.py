@@ -284,17 +284,14 @@ class LiberoRunner:
             lock.release()
 
     PLAN_KEYS = ("task_ids", "trials", "first_trial", "num_shards", "shard_id")
+    RENDER_KEYS = ("videos", "cameras", "diagnostics")
+    """Settings that change what is rendered or logged, never what an episode does."""
 
     def _identity_settings(self, settings: LiberoEvalSettings) -> dict:
         """The settings that decide what an episode's record means (suite, max_steps, seed, image
         size). Which episodes run (the plan) may change on a resume: a record stays valid."""
         out = self._settings_dict(settings)
-        for key in (
-            *self.PLAN_KEYS,
-            "videos",
-            "cameras",
-            "diagnostics",
-        ):  # nor do they change an episode
+        for key in (*self.PLAN_KEYS, *self.RENDER_KEYS):
             out.pop(key)
         return json.loads(json.dumps(out))
 
