@@ -20,6 +20,7 @@ from test_decoder_seeding import sampled_policy
 from test_libero_runner import FakeEnv, FakeEnvs, fake_policy, lines, settings, succeeds
 
 from rsdvla.evaluation import merge
+from rsdvla.evaluation.divergence import episode_fields
 from rsdvla.evaluation.episodes import read_episode_file, record_key
 from rsdvla.evaluation.libero_runner import LiberoRunner
 from rsdvla.evaluation.rollout import policy_observation, seed_episode
@@ -95,6 +96,7 @@ def reference_records(run_settings, policy) -> list[dict]:
                     "accepted_layers": [c.accepted_layers[0] for c in chunks],
                     "layer_acceptance": [c.layer_acceptance for c in chunks],
                     "latency_ms": {stage: [] for stage in chunks[0].latency_s},
+                    **episode_fields(chunks),  # divergence and hidden_shift (issue 16's fields)
                 }
             )
     return out

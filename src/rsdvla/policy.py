@@ -91,6 +91,10 @@ class ChunkStats:
     accepted_layers: list[int] | None
     layer_acceptance: list[float] | None
     latency_s: dict[str, float] = field(default_factory=dict)
+    # rsdvla.evaluation.divergence: this row vs main-only (only with a baseline), and the
+    # relative move of h since the previous chunk (None for an episode's first chunk)
+    divergence: dict | None = None
+    hidden_shift: float | None = None
 
 
 def _as_list(value: Any) -> list | None:
@@ -144,6 +148,7 @@ class EpisodeSlot:
     chunk_log: list[ChunkStats] = field(default_factory=list)
     decoder_row: RowState = field(default_factory=RowState)
     baseline_row: RowState = field(default_factory=RowState)
+    previous_h: torch.Tensor | None = None  # h of the episode's last chunk [1, H]
 
     @classmethod
     def for_episode(cls, episode_seed: int = 0) -> EpisodeSlot:
@@ -172,8 +177,8 @@ class RSDPolicy:
         normalizer: ``ActionNormalizer`` holding the checkpoint's statistics.
         chunk_size: actions executed open loop per decoder call (``<= T``).
         baseline: optional main-only decoder; it decodes the same ``h`` every call (order
-            alternating with ``decoder``) to time it; its result is kept beside the decoder's
-            (:class:`Decoded`), its actions are not executed.
+            alternating with ``decoder``) to time it and to record how far the decoder's codes
+            and actions depart from it (``ChunkStats.divergence``); its actions are not executed.
         invert_gripper: see :func:`to_env_actions`.
         device: where ``h`` goes before decoding (None: leave it where the backbone put it).
 
@@ -272,13 +277,56 @@ class RSDPolicy:
         }
         if decoded.baseline_s is not None:
             latency["baseline_decode"] = decoded.baseline_s
+        env_actions = self._env_actions(actions)
+        divergence, shift = self._chunk_diagnostics(h, decoded, actions, env_actions, slots)
         for row, slot in enumerate(slots):
             accepted, flags = row_decode_stats(decoded.result, row, self.num_draft_layers)
             slot.chunk_log.append(
-                ChunkStats(None if accepted is None else [accepted], flags, dict(latency))
+                ChunkStats(
+                    None if accepted is None else [accepted],
+                    flags,
+                    dict(latency),
+                    divergence[row],
+                    shift[row],
+                )
             )
-        raw = self.normalizer.unnormalize(actions[:, : self.chunk_size])
+        return env_actions
+
+    def _env_actions(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalized ``[B, T, 7]`` -> the executed chunk as the env takes it ``[B, chunk_size, 7]``."""
+        raw = self.normalizer.unnormalize(normalized[:, : self.chunk_size])
         return to_env_actions(raw, self.invert_gripper)
+
+    def _chunk_diagnostics(
+        self,
+        h: torch.Tensor,
+        decoded: Decoded,
+        actions: np.ndarray,
+        env_actions: np.ndarray,
+        slots: Sequence[EpisodeSlot],
+    ) -> tuple[list[dict | None], list[float | None]]:
+        """Per row: divergence from main-only (None without a baseline) and the hidden-state shift
+        since the row's episode's previous chunk (``rsdvla.evaluation.divergence``); untimed, and
+        no extra model call."""
+        from rsdvla.evaluation.divergence import divergence_rows, hidden_shift
+
+        shift = []
+        for row, slot in enumerate(slots):
+            shift.extend(hidden_shift(h[row : row + 1], slot.previous_h))
+            slot.previous_h = h[row : row + 1].detach().clone()
+        if decoded.baseline is None:
+            return [None] * len(slots), shift
+        base = decoded.baseline.actions.detach().float().cpu().numpy()
+        rows = divergence_rows(
+            decoded.result.codes,
+            decoded.baseline.codes,
+            actions[:, : self.chunk_size],
+            base[:, : self.chunk_size],
+            env_actions,
+            self._env_actions(base),
+            getattr(getattr(decoded.result, "stats", None), "decoded_layers", None),
+        )
+        return rows, shift
 
     def _decode(self, h: torch.Tensor, slots: Sequence[EpisodeSlot]) -> Decoded:
         """Decode ``h`` with the decoder and the baseline (alternating which runs first), each

@@ -32,6 +32,7 @@ class AdaptiveDepthDecoder:
             layers that change nothing).
         min_depth: decode at least this many layers (1..L).
         max_depth: decode at most this many layers (min_depth..L; None: L).
+        depth: the truncated depth of the other decoders (``decoder.depth``): caps ``max_depth``.
 
     Returns codes ``[B, T, D, max_depth]`` (layers past a sample's depth are main's continuation
     for batch-mates, ignored by its actions), actions at each sample's depth, and
@@ -48,6 +49,7 @@ class AdaptiveDepthDecoder:
         min_depth: int = 1,
         max_depth: int | None = None,
         draft: nn.Module | None = None,
+        depth: int | None = None,
     ):
         check_main_tokenizer(main, tokenizer)
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
@@ -57,7 +59,10 @@ class AdaptiveDepthDecoder:
             )
         self.main, self.tokenizer = main.eval(), tokenizer.eval()
         self.num_layers = main.config.num_code_layers
-        self.max_depth = check_depth(max_depth, self.num_layers, "decoder.max_depth")
+        self.max_depth = min(
+            check_depth(max_depth, self.num_layers, "decoder.max_depth"),
+            check_depth(depth, self.num_layers),
+        )
         self.min_depth = check_depth(min_depth, self.max_depth, "decoder.min_depth")
         self.epsilon = float(epsilon)
         self.tokens_per_layer = main.config.tokens_per_layer

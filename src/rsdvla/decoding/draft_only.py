@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
+from rsdvla.decoding.main_only import check_depth
 from rsdvla.decoding.speculative import draft_logits_for
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
@@ -16,16 +17,24 @@ class DraftOnlyDecoder:
 
     ``main`` is used only for a context draft's context state (one linear map) and the checks.
     ``decoder(h[B, H]) -> DecodeResult(codes[B, T, D, k], actions[B, T, A], stats)``; the stats
-    report no accepted layers and ``num_main_steps = 0``.
+    report no accepted layers and ``num_main_steps = 0``. ``depth``: decode at most this many
+    layers (``min(k, depth)``; None: k), as the other decoders' ``decoder.depth``.
     """
 
     needs_draft = True
 
     def __init__(
-        self, main: nn.Module, draft: nn.Module, tokenizer: nn.Module, k: int | None = None
+        self,
+        main: nn.Module,
+        draft: nn.Module,
+        tokenizer: nn.Module,
+        k: int | None = None,
+        depth: int | None = None,
     ):
         check_main_tokenizer(main, tokenizer)
         self.k = check_draft(main, draft, k)
+        if depth is not None:
+            self.k = min(self.k, check_depth(depth, main.config.num_code_layers))
         check_context_draft(main, draft)
         self.main, self.draft, self.tokenizer = main.eval(), draft.eval(), tokenizer.eval()
         self.chunk_size = tokenizer.config.chunk_size

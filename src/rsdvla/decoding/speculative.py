@@ -11,6 +11,7 @@ from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
 from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
 from rsdvla.decoding.compile import compile_main
 from rsdvla.decoding.main_loop import decode_steps, new_layers
+from rsdvla.decoding.main_only import check_depth
 from rsdvla.decoding.rows import RowState, advance
 from rsdvla.decoding.sampling import RowNoise
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer, merge_row_results
@@ -44,6 +45,10 @@ class SpeculativeDecoder:
             is about (draft + verify - step) / step layers (~0.7 on a CPU at batch 1). None: always draft.
         probe_every: calls between probes while skipping.
         compile: compile main's pass (see ``rsdvla.decoding.compile``); eager with one line if unavailable.
+        depth: decode only the first ``depth`` layers (2..L; None: all L), as ``MainOnlyDecoder``'s
+            ``depth``: the draft proposes at most ``depth - 1`` of them, main finishes the rest,
+            and the tokenizer decodes that prefix. With ``ExactAcceptance`` the codes equal
+            ``MainOnlyDecoder(depth=depth)``'s.
 
     One call, for ``h[B, H]``:
       1. draft logits ``[B, k, N, K]`` -> drafted codes ``[B, k, N]`` (``acceptance.propose``);
@@ -56,7 +61,7 @@ class SpeculativeDecoder:
     The only host synchronisation of a call is reading ``min_b a_b`` and ``max_b a_b`` (one
     transfer). With ``ExactAcceptance`` the codes equal ``MainOnlyDecoder``'s (up to
     floating-point ties between the verify pass and single steps).
-    Returns ``DecodeResult(codes[B, T, D, L], actions[B, T, A], stats)``.
+    Returns ``DecodeResult(codes[B, T, D, depth], actions[B, T, A], stats)`` (depth = L by default).
     """
 
     needs_draft = True
@@ -72,15 +77,24 @@ class SpeculativeDecoder:
         skip_below: float | None = None,
         probe_every: int = 8,
         compile: bool = False,
+        depth: int | None = None,
     ):
         check_main_tokenizer(main, tokenizer)
         self.k = check_draft(main, draft, k)
         check_context_draft(main, draft)
+        self.num_layers = check_speculative_depth(depth, main.config.num_code_layers)
+        if depth is not None:
+            if k is not None and self.k >= self.num_layers:
+                raise ValueError(
+                    f"decoder.k={self.k} with decoder.depth={self.num_layers}: RSD drafts fewer "
+                    f"layers than it decodes; set decoder.k to 1..{self.num_layers - 1} or null"
+                )
+            self.k = min(self.k, self.num_layers - 1)
         self.main = main.eval()
         self.draft = draft.eval()
         self.tokenizer = tokenizer.eval()
         self.acceptance = acceptance if acceptance is not None else ExactAcceptance()
-        self.num_layers = main.config.num_code_layers
+        self.truncated = self.num_layers < main.config.num_code_layers
         self.chunk_size = tokenizer.config.chunk_size
         if skip_below is not None and not 0 < skip_below <= self.k:
             raise ValueError(
@@ -218,11 +232,15 @@ class SpeculativeDecoder:
         stats = DecodeStats.not_speculated(b, h.device, self.num_layers, num_drafted_layers=self.k)
         return self._finish(layers, stats, timer)
 
+    def _decoded_layers(self, b: int, device) -> torch.Tensor | None:
+        return torch.full((b,), self.num_layers, device=device) if self.truncated else None
+
     def _finish(self, layers: torch.Tensor, stats: DecodeStats, timer: StageTimer) -> DecodeResult:
         codes = layers_to_codes(layers, self.chunk_size)
-        actions = self.tokenizer.decode(codes, validate=False)
+        actions = self.tokenizer.decode(codes, num_layers=self.num_layers, validate=False)
         timer.lap("detokenize")
         stats.timer = timer
+        stats.decoded_layers = self._decoded_layers(layers.shape[0], layers.device)
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:
@@ -232,8 +250,10 @@ class SpeculativeDecoder:
             else f", skip_below={self.skip_below}, probe_every={self.probe_every}"
         )
         draft = type(self.draft).__name__
+        depth = f", depth={self.num_layers}" if self.truncated else ""
         return (
-            f"SpeculativeDecoder(k={self.k}, draft={draft}, acceptance={self.acceptance!r}{skip})"
+            f"SpeculativeDecoder(k={self.k}, draft={draft}, acceptance={self.acceptance!r}"
+            f"{skip}{depth})"
         )
 
 
@@ -243,3 +263,14 @@ def _row_subset(noise, index: torch.Tensor):
         picked = index.tolist()
         return RowNoise([noise.seeds[i] for i in picked], [noise.calls[i] for i in picked])
     return noise
+
+
+def check_speculative_depth(depth: int | None, num_layers: int) -> int:
+    """``decoder.depth`` of RSD (None: all L) as an int in ``2..L``: one layer leaves none to draft."""
+    depth = check_depth(depth, num_layers)
+    if depth < 2:
+        raise ValueError(
+            f"decoder.depth={depth} leaves no layer to draft (RSD drafts fewer layers than it "
+            "decodes); use decoder=main_only decoder.depth=1, or decoder.depth >= 2"
+        )
+    return depth

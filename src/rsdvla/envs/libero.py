@@ -32,6 +32,7 @@ from rsdvla.envs.conversions import (
     proprio,
     quat2axisangle,
 )
+from rsdvla.envs.diagnostics import StepDiagnostics
 
 __all__ = [
     "SUITES",
@@ -301,6 +302,9 @@ class LiberoEnv:
 
     `camera_size` is the render side (256, OpenVLA-OFT's), `image_size` the policy image side.
 
+    `diagnostics=True`: `step` adds `info["diagnostics"]` (end-effector speed, gripper command,
+    finger width, contact and grasp of the task's object; `rsdvla.envs.diagnostics`).
+
     `done` is LIBERO's success check. Episode length limits are the caller's job
     (`task.max_steps`).
     """
@@ -313,8 +317,11 @@ class LiberoEnv:
         cameras: bool = True,
         seed: int = ENV_SEED,
         image_size: int = OPENVLA_IMAGE_SIZE,
+        diagnostics: bool = False,
     ):
         self.env, self.task = make_env(suite, task_id, camera_size, cameras, seed)
+        # per-step simulator signals in info["diagnostics"] (rsdvla.envs.diagnostics)
+        self.diagnostics = StepDiagnostics(self.env) if diagnostics else None
         self.cameras = cameras
         self.camera_size = camera_size
         self.image_size = image_size
@@ -341,6 +348,8 @@ class LiberoEnv:
         raw = None
         for _ in range(NUM_STEPS_WAIT):
             raw, _, _, _ = self.env.step(list(DUMMY_ACTION))
+        if self.diagnostics is not None:
+            self.diagnostics.reset(raw)
         return self._observation(raw)
 
     def step(self, action) -> tuple[dict[str, np.ndarray], bool, dict]:
@@ -349,6 +358,8 @@ class LiberoEnv:
         if action.shape != (7,):
             raise ValueError(f"LiberoEnv.step: action must have 7 values, got shape {action.shape}")
         raw, _, done, info = self.env.step(action.tolist())
+        if self.diagnostics is not None:
+            info = {**info, "diagnostics": self.diagnostics.step(raw, action)}
         return self._observation(raw), bool(done), info
 
     def close(self) -> None:

@@ -43,6 +43,8 @@ from rsdvla.evaluation.workers import default_num_envs
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
 SECTION = "## Frontier"
+REFERENCE = "main_only"
+"""The setting every LIBERO point is compared against, paired on the same episodes."""
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -281,8 +283,13 @@ def _read(path: Path) -> dict | None:
 # ------------------------------------------------------------------------------------ report
 
 
-def row_for(name: str, offline: dict, libero: dict | None, on_frontier: bool) -> dict:
+def row_for(
+    name: str, offline: dict, libero: dict | None, on_frontier: bool, paired: dict | None = None
+) -> dict:
+    """One table row; ``paired``: the LIBERO point against main-only's on the same episodes
+    (``rsdvla.evaluation.paired.paired_comparison``), None when either was not run."""
     ci = (libero or {}).get("success_ci95") or [None, None]
+    paired_ci = (paired or {}).get("delta_ci95") or [None, None]
     return {
         "name": name,
         "decoder": offline.get("decoder"),
@@ -304,6 +311,11 @@ def row_for(name: str, offline: dict, libero: dict | None, on_frontier: bool) ->
         "libero_decode_p50_ms": (libero or {}).get("latency_p50_ms"),
         "libero_main_only_p50_ms": (libero or {}).get("main_only_latency_p50_ms"),
         "libero_mean_accepted_layers": (libero or {}).get("mean_accepted_layers"),
+        "paired_episodes": (paired or {}).get("n"),
+        "paired_delta_vs_main_only": (paired or {}).get("delta"),
+        "paired_ci_low": paired_ci[0],
+        "paired_ci_high": paired_ci[1],
+        "paired_p_mcnemar": (paired or {}).get("p_mcnemar"),
     }
 
 
@@ -321,9 +333,10 @@ def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
 def markdown(rows: list[dict]) -> str:
     head = (
         "| setting | offline speedup (b=1) | action MSE | MSE vs main-only | decoded layers | "
-        "accepted layers | offline frontier | LIBERO success [95% CI] | LIBERO speedup |"
+        "accepted layers | offline frontier | LIBERO success [95% CI] | LIBERO speedup | "
+        "Δ success vs main-only, paired [95% CI] | McNemar p |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         success = (
             "-"
@@ -335,9 +348,45 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['name']} | {_fmt(r['offline_speedup'], '.2f', 'x')} | {_fmt(r['action_mse'], '.4f')} "
             f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
             f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
-            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} |"
+            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} | {' | '.join(_paired(r))} |"
         )
     return "\n".join(lines)
+
+
+def _paired(row: dict) -> tuple[str, str]:
+    from rsdvla.evaluation.paired import format_paired
+
+    if row.get("paired_delta_vs_main_only") is None:
+        return "-", "-"
+    entry = {
+        "delta": row["paired_delta_vs_main_only"],
+        "delta_ci95": [row["paired_ci_low"], row["paired_ci_high"]],
+        "p_mcnemar": row["paired_p_mcnemar"],
+    }
+    return format_paired(entry)
+
+
+def paired_vs_main_only(cfg: DictConfig, name: str, libero: dict) -> dict | None:
+    """The LIBERO point ``name`` against ``main_only``'s on their shared planned episodes (None
+    for main-only itself or when either point is missing; a refusal is logged and left out)."""
+    from rsdvla.evaluation.compare import paired_against
+    from rsdvla.evaluation.episodes import plan_episodes
+
+    if name == REFERENCE or name not in libero or REFERENCE not in libero:
+        return None
+    lib = cfg.frontier.libero
+    plan = plan_episodes(
+        str(lib.suite), [int(t) for t in lib.task_ids], int(lib.trials), int(lib.first_trial)
+    )
+    try:
+        return paired_against(
+            libero_summary_path(cfg, REFERENCE).parent,
+            libero_summary_path(cfg, name).parent,
+            only={spec.key for spec in plan},
+        )
+    except ValueError as err:
+        log.warning("paired comparison of %s with %s left out: %s", name, REFERENCE, err)
+        return None
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -426,7 +475,10 @@ def report(cfg, names, offline, libero, on) -> dict:
                 log.warning(
                     "%s: of other settings or checkpoints, left out", libero_summary_path(cfg, name)
                 )
-    rows = [row_for(n, offline[n], libero.get(n), flag) for n, flag in zip(names, on, strict=True)]
+    rows = [
+        row_for(n, offline[n], libero.get(n), flag, paired_vs_main_only(cfg, n, libero))
+        for n, flag in zip(names, on, strict=True)
+    ]
     write_csv(rows, work / "frontier.csv")
     plot(rows, work / "frontier.png")
     table = markdown(rows)
@@ -451,5 +503,8 @@ quickstart store at batch 1, each setting timed side by side with greedy main-on
 median main-only call / median call). LIBERO: libero_object, all 10 tasks, initial states from
 `frontier.libero.first_trial` on, success with 95% Wilson intervals; speedup measured on the
 same hidden states as main-only, chunk by chunk. `offline frontier`: no other setting is at
-least as fast with a lower action error.
+least as fast with a lower action error. Paired columns: the same episodes (task, initial state,
+seed) under the setting and under main-only; the success difference with Newcombe's paired 95%
+interval and McNemar's exact p (`python -m rsdvla.evaluation.compare <main_only> <setting>`
+prints the per-task table).
 """

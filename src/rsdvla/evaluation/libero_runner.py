@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.envs.libero import MAX_STEPS, SUITES
 from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
+from rsdvla.evaluation.diagnostic_plots import plot_diagnostics
 from rsdvla.evaluation.episodes import (
     EpisodeFile,
     EpisodeSpec,
@@ -79,6 +80,7 @@ class LiberoEvalSettings:
     camera_size: int = 256
     videos: bool = False
     seed: int = 7
+    diagnostics: bool = False  # per-step simulator signals in the records (rsdvla.envs.diagnostics)
     num_shards: int = 1
     shard_id: int = 0
     num_envs: int = 1
@@ -103,6 +105,7 @@ class LiberoEvalSettings:
             camera_size=int(env.get("camera_size", 256)),
             videos=bool(env.get("videos", False)),
             seed=int(cfg.seed),
+            diagnostics=bool(env.get("diagnostics", False)),
             num_shards=int(cfg.eval.num_shards),
             shard_id=int(cfg.eval.shard_id),
             num_envs=int(env.get("num_envs", 1)),
@@ -182,6 +185,7 @@ class LiberoEnvFactory:
             task_id,
             camera_size=settings.camera_size,
             cameras=settings.cameras,
+            diagnostics=settings.diagnostics,
         )  # env.seed(0) per env as OpenVLA-OFT (rsdvla.envs.libero.ENV_SEED); `seed` seeds episodes
 
 
@@ -240,6 +244,12 @@ class LiberoRunner:
         """This shard's episodes, task-major."""
         return list(self._plan)
 
+    def restrict_plan(self, keys: set) -> LiberoRunner:
+        """Run only the planned episodes whose ``EpisodeSpec.key`` is in ``keys`` (e.g. the
+        discordant episodes ``compare --videos`` replays); returns ``self``."""
+        self._plan = [spec for spec in self._plan if spec.key in keys]
+        return self
+
     def run(
         self,
         policy,
@@ -273,13 +283,15 @@ class LiberoRunner:
             lock.release()
 
     PLAN_KEYS = ("task_ids", "trials", "first_trial", "num_shards", "shard_id")
+    EXECUTION_KEYS = ("videos", "cameras", "diagnostics", "num_envs")
+    """Settings that change what is rendered or logged, or how episodes are parallelised, never
+    what an episode does."""
 
     def _identity_settings(self, settings: LiberoEvalSettings) -> dict:
         """The settings that decide what an episode's record means (suite, max_steps, seed, image
         size). Which episodes run (the plan) may change on a resume: a record stays valid."""
         out = self._settings_dict(settings)
-        # rendering and parallelism do not change an episode
-        for key in (*self.PLAN_KEYS, "videos", "cameras", "num_envs"):
+        for key in (*self.PLAN_KEYS, *self.EXECUTION_KEYS):
             out.pop(key)
         return json.loads(json.dumps(out))
 
@@ -415,6 +427,11 @@ class LiberoRunner:
         success = summary.get("success_rate")
         title = f"LIBERO: {summary.get('episodes', 0)} episodes, success {success if success is None else round(success, 3)}"
         plot_summary(summary, self.summary_path.with_suffix(".png"), title=title)
+        plot_diagnostics(
+            records,
+            self.summary_path.with_name(f"diagnostics{self.summary_path.stem[7:]}.png"),
+            title=title,
+        )
         render_summary(summary)
         log.info("summary: %s", self.summary_path)
         return summary

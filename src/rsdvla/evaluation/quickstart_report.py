@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from rsdvla.evaluation.paired import format_paired
+
+log = logging.getLogger(__name__)
 
 
 def _load(path: Path) -> dict:
@@ -17,8 +22,27 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+REFERENCE = "main_only"
+"""The decoder every other is compared against, paired on the same LIBERO episodes."""
+
+
+def paired_vs_reference(work: Path, name: str, decoders: list[str]) -> dict | None:
+    """``name``'s LIBERO episodes against main-only's, paired (None for main-only itself, when
+    either has no episodes, or when the pairing is refused: logged)."""
+    from rsdvla.evaluation.compare import paired_against
+
+    if name == REFERENCE or REFERENCE not in decoders:
+        return None
+    try:
+        return paired_against(work / f"libero_{REFERENCE}", work / f"libero_{name}")
+    except ValueError as err:
+        log.warning("paired comparison of %s with %s left out: %s", name, REFERENCE, err)
+        return None
+
+
 def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
-    """Merge the offline and LIBERO summaries of each decoder into one flat row."""
+    """Merge the offline and LIBERO summaries of each decoder into one flat row; ``paired``:
+    its LIBERO episodes against main-only's (``rsdvla.evaluation.paired.paired_comparison``)."""
     rows = []
     for name in decoders:
         offline, libero = (
@@ -40,6 +64,7 @@ def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
                 "action_mse": offline.get("action_mse"),
                 "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
                 "decoder_p50_ms": offline.get("latency_p50_ms"),
+                "paired": paired_vs_reference(work, name, decoders),
             }
         )
     return rows
@@ -59,6 +84,8 @@ def render(rows: list[dict], timings: dict[str, float]) -> Table:
         "acceptance per drafted layer (LIBERO)",
         "action MSE (norm.)",
         "MSE vs main_only",
+        "Δ success vs main_only, paired [95% CI]",
+        "McNemar p",
     ):
         table.add_column(col)
     for r in rows:
@@ -83,6 +110,7 @@ def render(rows: list[dict], timings: dict[str, float]) -> Table:
             per_layer,
             _fmt(r["action_mse"], ".4f"),
             _fmt(r["action_mse_vs_main_only"], ".4f"),
+            *format_paired(r.get("paired")),
         )
     spent = sum(timings.values())
     table.caption = (

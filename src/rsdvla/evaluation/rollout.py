@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from rsdvla.backbones.preprocessing import CAMERAS
+from rsdvla.envs.diagnostics import StepLog
+from rsdvla.evaluation.divergence import episode_fields
 from rsdvla.evaluation.episodes import EpisodeSpec
 
 POLICY_KEYS = (*CAMERAS, "proprio", "object_state")
@@ -46,6 +48,7 @@ def _chunk_fields(chunk_log: list) -> dict[str, Any]:
             c.layer_acceptance for c in chunk_log if c.layer_acceptance is not None
         ],
         "latency_ms": latency_ms,
+        **episode_fields(chunk_log),  # divergence (with a baseline), hidden_shift
     }
 
 
@@ -85,6 +88,7 @@ class EpisodeRecorder:
         self.frames: list | None = [] if videos else None
         self.success, self.steps, self.done = False, 0, False
         self.instruction, self.init_state_index = "", 0
+        self.step_log = StepLog()  # info["diagnostics"] of env.diagnostics=true
         self._start = time.perf_counter()
 
     def _frame(self, obs: Mapping[str, Any]) -> None:
@@ -95,7 +99,11 @@ class EpisodeRecorder:
         self.instruction, self.init_state_index = instruction, int(init_state_index)
         self._frame(obs)
 
-    def on_step(self, obs: Mapping[str, Any], done: bool, info: Mapping[str, Any]) -> bool:
+    def on_step(
+        self, obs: Mapping[str, Any], done: bool, info: Mapping[str, Any], chunk: int | None = None
+    ) -> bool:
+        """``chunk``: index of the policy chunk this step executed (for per-step diagnostics)."""
+        self.step_log.add(info, chunk)
         self.steps += 1
         if done:
             self.success = self.done = True
@@ -118,6 +126,7 @@ class EpisodeRecorder:
             "steps": self.steps,
             "max_steps": self.max_steps,
             **_chunk_fields(chunk_log),
+            **self.step_log.fields(),
             "wall_s": round(time.perf_counter() - self._start, 3),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

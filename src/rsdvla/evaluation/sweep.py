@@ -6,6 +6,9 @@ Reads every ``<job>/summary.json`` under the multirun directory and the job's
 ``<job>/.hydra/overrides.yaml``; writes ``sweep.csv`` (a row per job: job, overrides, key
 metrics) and ``sweep.png`` (speedup vs action error, one labelled point per setting; a second
 panel of success rate vs speedup when summaries carry ``success_rate``) into that directory.
+LIBERO jobs are also compared with the main-only job (``decoder=main_only``, or ``--reference
+JOB``) on their shared episodes: ``paired_delta_vs_main_only`` with Newcombe's paired 95%
+interval (``paired_ci_low``/``high``) and McNemar's exact p (``paired_p_mcnemar``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,47 @@ def collect(multirun_dir: Path) -> list[dict]:
     return rows
 
 
+PAIRED_COLUMNS = (
+    "paired_episodes",
+    "paired_delta_vs_main_only",
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_p_mcnemar",
+)
+
+
+def add_paired(rows: list[dict], multirun_dir: Path, reference: str | None = None) -> str | None:
+    """Add :data:`PAIRED_COLUMNS` to the LIBERO jobs: each against the reference job (``reference``,
+    else the first with ``decoder=main_only``) on their shared episodes. Returns the reference
+    job, or None when there is none (then nothing is added)."""
+    from rsdvla.evaluation.compare import paired_against
+
+    if reference is None:
+        reference = next((r["job"] for r in rows if r.get("decoder") == "main_only"), None)
+    elif reference not in {r["job"] for r in rows}:
+        raise ValueError(
+            f"--reference {reference}: no such job under {multirun_dir}; "
+            f"choose one of {', '.join(r['job'] for r in rows)}"
+        )
+    if reference is None:
+        return None
+    for row in rows:
+        if row["job"] == reference:
+            continue
+        paired = paired_against(multirun_dir / reference, multirun_dir / row["job"])
+        if paired is not None:
+            row.update(
+                dict(
+                    zip(
+                        PAIRED_COLUMNS,
+                        (paired["n"], paired["delta"], *paired["delta_ci95"], paired["p_mcnemar"]),
+                        strict=True,
+                    )
+                )
+            )
+    return reference
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     columns = ["job"]
     for row in rows:
@@ -82,8 +126,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def setting_labels(rows: list[dict]) -> list[str]:
     """Label each row by the overrides that differ across jobs (all overrides if none differ)."""
-    keys = [k for k in rows[0] if k not in ("job", *METRICS)]
-    keys += [k for row in rows for k in row if k not in keys and k not in ("job", *METRICS)]
+    skip = ("job", *METRICS, *PAIRED_COLUMNS)
+    keys = [k for k in rows[0] if k not in skip]
+    keys += [k for row in rows for k in row if k not in keys and k not in skip]
     varying = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys
     return [" ".join(f"{k}={r[k]}" for k in varying if k in r) or r["job"] for r in rows]
 
@@ -136,11 +181,17 @@ def main(argv=None) -> tuple[Path, Path]:
     parser.add_argument("multirun_dir", type=Path)
     parser.add_argument("--csv", type=Path, default=None, help="default: <multirun_dir>/sweep.csv")
     parser.add_argument("--png", type=Path, default=None, help="default: <multirun_dir>/sweep.png")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="job the LIBERO jobs are paired against (default: the decoder=main_only job)",
+    )
     args = parser.parse_args(argv)
     csv_path = args.csv or args.multirun_dir / "sweep.csv"
     png_path = args.png or args.multirun_dir / "sweep.png"
     try:
         rows = collect(args.multirun_dir)
+        add_paired(rows, args.multirun_dir, args.reference)
         write_csv(rows, csv_path)
         plot(rows, png_path)
     except (FileNotFoundError, ValueError) as err:

@@ -149,6 +149,8 @@ def run_episodes(
                 lost(run.spec, run.seed, answer)
                 continue
             run.obs = answer.obs
-            if run.recorder.on_step(answer.obs, answer.done, answer.info):
+            if run.recorder.on_step(
+                answer.obs, answer.done, answer.info, len(run.slot.chunk_log) - 1
+            ):
                 del running[worker]
                 on_record(run.recorder.finish(run.slot.chunk_log), run.recorder)
