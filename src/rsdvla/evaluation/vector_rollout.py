@@ -7,8 +7,9 @@ the observations of all running episodes go to ``policy.select_actions`` with th
 is empty), then every worker steps. Each episode's record is built by its own
 :class:`EpisodeRecorder` and handed to ``on_record`` as soon as it ends.
 
-Lockstep: a round resets the free workers (all at once), then steps every running episode once;
-a reset (10 wait steps, an env rebuild on a task switch) holds the other workers for that round.
+Lockstep rounds: one policy call for the running episodes, then in one exchange every running
+episode steps once while the free workers reset for their next episode (a reset, 10 wait steps
+and an env rebuild on a task switch, holds the others for that round only).
 
 An episode depends only on its plan entry: its initial state (``trial``), its seed
 (``rollout.episode_seed``: global generators seeded in its worker before the reset, decoder row
@@ -46,10 +47,11 @@ class StageTimes:
     """Seconds spent per stage over a run, and the counts behind them (per episode-step):
 
     ``policy``: wall time of the batched ``select_actions`` calls; ``sim_step``: each worker's own
-    ``env.step`` (physics, and render with cameras); ``sim_wall``: wall time of the step requests
+    ``env.step`` (physics, and render with cameras); ``round_wall``: wall time of each exchange
     (the slowest worker); ``queue_wait``: per worker-step, the time its answer waited for the
-    slowest worker (``sim_wall - own step``); ``reset``: the reset requests. Per-chunk backbone and
-    decode times are in the episode records (``latency_ms``).
+    slowest worker of its round (``round_wall - own step``); ``reset``: each worker's own reset
+    (with an env rebuild on a task switch). Per-chunk backbone and decode times are in the
+    episode records (``latency_ms``).
     """
 
     seconds: Counter = field(default_factory=Counter)
@@ -104,53 +106,50 @@ def run_episodes(
             on_record(error_record(spec, value, failure.message), None)
 
     while queue or running:
+        workers = sorted(running)
+        actions = {}
+        if workers:
+            start = time.perf_counter()
+            chosen = policy.select_actions(
+                [
+                    policy_observation(running[w].obs, running[w].recorder.instruction)
+                    for w in workers
+                ],
+                [running[w].slot for w in workers],
+            )
+            times.add("policy", time.perf_counter() - start, len(workers))
+            actions = dict(zip(workers, chosen, strict=True))
         assign = {}
         for worker in range(sims.num_workers):
             if worker not in running and queue:
                 spec = queue.popleft()
                 assign[worker] = (spec, episode_seed(seed, spec))
-        if assign:
-            start = time.perf_counter()
-            answers = sims.reset_many(assign)
-            times.add("reset", time.perf_counter() - start, len(assign))
-            for worker, (spec, value) in assign.items():
-                answer = answers[worker]
-                if isinstance(answer, Failure):
-                    lost(spec, value, answer)
-                    continue
-                if not getattr(sims, "in_process", False):  # (in process: seeded before the reset)
-                    seed_globals(value)  # decoders drawing from the global generators (seed=None)
-                recorder = EpisodeRecorder(spec, max_steps, value, videos)
-                recorder.start(answer.obs, answer.instruction, answer.init_state_index)
-                running[worker] = _Running(
-                    spec, value, recorder, policy.new_slot(value), answer.obs
-                )
-        if not running:
-            continue
-        workers = sorted(running)
         start = time.perf_counter()
-        actions = policy.select_actions(
-            [policy_observation(running[w].obs, running[w].recorder.instruction) for w in workers],
-            [running[w].slot for w in workers],
-        )
-        times.add("policy", time.perf_counter() - start, len(workers))
-        start = time.perf_counter()
-        answers = sims.step_many(dict(zip(workers, actions, strict=True)))
+        answers = sims.exchange(assign, actions)  # free workers reset while the others step
         wall = time.perf_counter() - start
-        times.add("sim_wall", wall)
-        for answer in answers.values():
-            if not isinstance(answer, Failure):
-                times.add("sim_step", answer.seconds)
-                times.add("queue_wait", max(wall - answer.seconds, 0.0))
+        times.add("round_wall", wall)
         for worker in workers:
             run, answer = running[worker], answers[worker]
             if isinstance(answer, Failure):
                 del running[worker]
                 lost(run.spec, run.seed, answer)
                 continue
+            times.add("sim_step", answer.seconds)
+            times.add("queue_wait", max(wall - answer.seconds, 0.0))
             run.obs = answer.obs
             if run.recorder.on_step(
                 answer.obs, answer.done, answer.info, len(run.slot.chunk_log) - 1
             ):
                 del running[worker]
                 on_record(run.recorder.finish(run.slot.chunk_log), run.recorder)
+        for worker, (spec, value) in assign.items():
+            answer = answers[worker]
+            if isinstance(answer, Failure):
+                lost(spec, value, answer)
+                continue
+            times.add("reset", answer.seconds)
+            if not getattr(sims, "in_process", False):  # (in process: seeded before the reset)
+                seed_globals(value)  # decoders drawing from the global generators (seed=None)
+            recorder = EpisodeRecorder(spec, max_steps, value, videos)
+            recorder.start(answer.obs, answer.instruction, answer.init_state_index)
+            running[worker] = _Running(spec, value, recorder, policy.new_slot(value), answer.obs)

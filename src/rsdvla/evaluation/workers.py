@@ -1,9 +1,9 @@
 """Simulators for the evaluation scheduler: one env in process, or N simulator worker subprocesses.
 
-Both answer the same two batched requests, ``reset_many({worker: (spec, seed)})`` and
-``step_many({worker: action})``, with ``{worker: outcome}``: ``Reset(obs, instruction,
-init_state_index)`` / ``Step(obs, done, info)`` (``info`` exactly as ``env.step`` returned it), or
-a :class:`Failure` naming what went wrong. A worker holds one env at a time and rebuilds it when
+Both answer one batched request, ``exchange(resets={worker: (spec, seed)}, actions={worker:
+action})``, with ``{worker: outcome}``: ``Reset(obs, instruction, init_state_index)`` /
+``Step(obs, done, info)`` (``info`` exactly as ``env.step`` returned it), each with the seconds
+its worker spent, or a :class:`Failure` naming what went wrong. A worker holds one env at a time and rebuilds it when
 it is handed an episode of another task.
 
 :class:`InProcessEnvs` (``env.num_envs=1``): the env lives in the runner's process, as without
@@ -45,9 +45,12 @@ __all__ = [
 
 @dataclass
 class Reset:
+    """``seconds``: the worker's wall time for the reset (and the env rebuild on a task switch)."""
+
     obs: dict
     instruction: str
     init_state_index: int
+    seconds: float = 0.0
 
 
 @dataclass
@@ -76,13 +79,15 @@ class _TaskEnv:
         self.env, self.task = None, None
 
     def reset(self, spec: EpisodeSpec, seed: int) -> Reset:
+        start = time.perf_counter()
         if self.task != (spec.suite, spec.task_id):
             self.close()
             self.env = self.factory.make(spec.suite, spec.task_id, self.settings)
             self.task = (spec.suite, spec.task_id)
         seed_globals(seed)  # anything the env draws from the global generators is per episode
         index = spec.trial % self.env.num_initial_states
-        return Reset(self.env.reset(index), self.env.instruction, index)
+        obs = self.env.reset(index)
+        return Reset(obs, self.env.instruction, index, time.perf_counter() - start)
 
     def step(self, action) -> Step:
         start = time.perf_counter()
@@ -104,11 +109,10 @@ class InProcessEnvs:
     def __init__(self, factory, settings):
         self._env = _TaskEnv(factory, settings)
 
-    def reset_many(self, assign: dict[int, tuple[EpisodeSpec, int]]) -> dict[int, Reset]:
-        return {w: self._env.reset(spec, seed) for w, (spec, seed) in assign.items()}
-
-    def step_many(self, actions: dict[int, Any]) -> dict[int, Step]:
-        return {w: self._env.step(action) for w, action in actions.items()}
+    def exchange(self, resets: dict[int, tuple[EpisodeSpec, int]], actions: dict[int, Any]):
+        answers: dict[int, Any] = {w: self._env.step(action) for w, action in actions.items()}
+        answers.update({w: self._env.reset(spec, seed) for w, (spec, seed) in resets.items()})
+        return answers
 
     def close(self) -> None:
         self._env.close()
@@ -231,11 +235,11 @@ class WorkerPool:
             died=True,
         )
 
-    def reset_many(self, assign: dict[int, tuple[EpisodeSpec, int]]) -> dict[int, Any]:
-        return self._request({w: ("reset", spec, seed) for w, (spec, seed) in assign.items()})
-
-    def step_many(self, actions: dict[int, Any]) -> dict[int, Any]:
-        return self._request({w: ("step", action) for w, action in actions.items()})
+    def exchange(self, resets: dict[int, tuple[EpisodeSpec, int]], actions: dict[int, Any]):
+        """Send every reset and step request, then read every answer (the workers run at once)."""
+        requests = {w: ("step", action) for w, action in actions.items()}
+        requests.update({w: ("reset", spec, seed) for w, (spec, seed) in resets.items()})
+        return self._request(requests)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
