@@ -161,3 +161,36 @@ def test_env_diagnostics_setting_reaches_the_env_and_not_the_identity(tmp_path):
 
     on, off = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("on", "off"))
     assert on["identity"] == off["identity"]  # logging does not change what an episode means
+
+
+class DiagnosticEnvs:
+    """The fake env factory of the runner tests, handing out :class:`DiagnosticEnv` s."""
+
+    def __init__(self):
+        from test_libero_runner import FakeEnvs
+
+        self.inner = FakeEnvs()
+
+    def num_tasks(self, suite):
+        return self.inner.num_tasks(suite)
+
+    def prepare(self, settings):
+        pass
+
+    def make(self, suite, task_id, settings):
+        return DiagnosticEnv(task_id, [])
+
+
+def test_new_record_fields_are_per_episode_not_per_batch(tmp_path):
+    """divergence, hidden_shift and diagnostics come out the same at one env and at 3 workers."""
+    from test_libero_runner import fake_policy, lines, settings
+    from test_parallel_eval import by_key
+
+    from rsdvla.evaluation.libero_runner import LiberoRunner
+
+    for name, n in (("one", 1), ("three", 3)):
+        LiberoRunner(settings(num_envs=n), tmp_path / name, DiagnosticEnvs()).run(fake_policy())
+    one, three = (lines(tmp_path / name / "episodes.jsonl") for name in ("one", "three"))
+    assert all({"divergence", "diagnostics"} <= set(r) for r in one)
+    assert any("hidden_shift" in r for r in one)  # episodes of more than one chunk
+    assert len(three) == len(one) == 6 and by_key(three) == by_key(one)
