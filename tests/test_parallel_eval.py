@@ -177,6 +177,39 @@ class DyingEnvs(FakeEnvs):
         return DyingEnv(task_id, self.starts, self.marker)
 
 
+class HangingEnv(FakeEnv):
+    """Never answers step 3 of (task 0, trial 1): a hung simulator."""
+
+    def step(self, action):
+        if self.t == 3 and (self.task_id, self.trial) == (0, 1):
+            time.sleep(3600)
+        return super().step(action)
+
+
+class HangingEnvs(FakeEnvs):
+    def make(self, suite, task_id, settings):
+        return HangingEnv(task_id, self.starts)
+
+
+def test_a_hung_worker_is_killed_after_the_timeout_and_its_episode_recorded_as_an_error(
+    tmp_path, caplog
+):
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    summary = LiberoRunner(
+        settings(num_envs=2, task_ids=(0, 1), worker_timeout_s=1.0), run_dir, HangingEnvs()
+    ).run(fake_policy())
+    assert time.monotonic() - start < 60  # two timeouts of 1 s, not an hour
+    records = read_episode_file(run_dir / "episodes.jsonl")
+    errors = [r for r in records if r.get("error")]
+    assert [(r["task_id"], r["trial"]) for r in errors] == [(0, 1)]
+    assert "no answer within 1 s" in errors[0]["error"]
+    assert summary["episodes"] == 3 and summary["errors"] == 1
+    assert sum("re-queued" in m for m in caplog.messages) == 1
+    with pytest.raises(ValueError, match=r"env\.worker_timeout_s=0"):
+        settings(worker_timeout_s=0)
+
+
 def test_a_killed_worker_requeues_its_episode_once_then_records_an_error(tmp_path, caplog):
     run_dir = tmp_path / "run"
     summary = LiberoRunner(settings(num_envs=2), run_dir, DyingEnvs(tmp_path / "died")).run(

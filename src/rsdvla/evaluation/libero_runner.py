@@ -84,6 +84,7 @@ class LiberoEvalSettings:
     num_shards: int = 1
     shard_id: int = 0
     num_envs: int = 1
+    worker_timeout_s: float = 600.0
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> LiberoEvalSettings:
@@ -109,6 +110,7 @@ class LiberoEvalSettings:
             num_shards=int(cfg.eval.num_shards),
             shard_id=int(cfg.eval.shard_id),
             num_envs=int(env.get("num_envs", 1)),
+            worker_timeout_s=float(env.get("worker_timeout_s", 600.0)),
         )
 
     def __post_init__(self):
@@ -123,6 +125,11 @@ class LiberoEvalSettings:
             raise ValueError(
                 f"env.num_envs={self.num_envs}: must be a positive number of simulator workers; "
                 "e.g. env.num_envs=4 (1: one env in the runner's process)"
+            )
+        if not self.worker_timeout_s > 0:
+            raise ValueError(
+                f"env.worker_timeout_s={self.worker_timeout_s}: must be a positive number of seconds "
+                "a simulator worker may take to answer; e.g. env.worker_timeout_s=600"
             )
         if self.trials < 1:
             raise ValueError(
@@ -283,7 +290,7 @@ class LiberoRunner:
             lock.release()
 
     PLAN_KEYS = ("task_ids", "trials", "first_trial", "num_shards", "shard_id")
-    EXECUTION_KEYS = ("videos", "cameras", "diagnostics", "num_envs")
+    EXECUTION_KEYS = ("videos", "cameras", "diagnostics", "num_envs", "worker_timeout_s")
     """Settings that change what is rendered or logged, or how episodes are parallelised, never
     what an episode does."""
 

@@ -166,6 +166,10 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+STARTUP_GRACE_S = 300.0
+"""Extra seconds a newly started worker may take for its first answer (imports, first env)."""
+
+
 class WorkerPool:
     """N simulator worker subprocesses (see the module docstring); ``close()`` ends them."""
 
@@ -173,6 +177,9 @@ class WorkerPool:
         if num_workers < 1:
             raise ValueError(f"env.num_envs={num_workers}: must be at least 1; e.g. env.num_envs=4")
         self.factory, self.settings, self.num_workers = factory, settings, int(num_workers)
+        # env.worker_timeout_s: a request unanswered this long counts as the worker's death
+        self.timeout_s = float(getattr(settings, "worker_timeout_s", 600.0))
+        self._answered: set[int] = set()  # workers whose current process has answered once
         self._context = multiprocessing.get_context(start_method)
         self._procs: dict[int, Any] = {}
         self._conns: dict[int, Any] = {}
@@ -190,7 +197,8 @@ class WorkerPool:
             daemon=True,
         )
         proc.start()
-        self.last_error.pop(worker, None)  # a new process: no error yet
+        self.last_error.pop(worker, None)  # a new process: no error yet, no answer yet
+        self._answered.discard(worker)
         child.close()  # the worker's end lives only in the worker: its death is our EOF
         self._procs[worker], self._conns[worker] = proc, parent
 
@@ -211,7 +219,14 @@ class WorkerPool:
             if sent[worker] is not None:
                 continue
             try:
-                answer = self._conns[worker].recv()
+                # a new worker first imports torch and builds its env: the grace is on top
+                wait = self.timeout_s + (0 if worker in self._answered else STARTUP_GRACE_S)
+                if self._conns[worker].poll(wait):
+                    answer = self._conns[worker].recv()
+                    self._answered.add(worker)
+                else:  # a hung simulator (a deadlocked GL driver, an endless physics loop)
+                    self._procs[worker].kill()
+                    answer = self._died(worker, f"no answer within {wait:g} s, killed")
             except (EOFError, OSError, ConnectionError) as err:
                 answer = self._died(worker, type(err).__name__)
             if isinstance(answer, Failure) and not answer.died:
