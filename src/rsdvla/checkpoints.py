@@ -157,7 +157,29 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str = "cpu
             f"pass a checkpoint from `{producer(kind)}` (ckpt.{kind}=<path>)"
         )
     ckpt[HASH_KEY] = verify_content_hash(ckpt, path)
+    check_finite_weights(ckpt["state_dict"], path, kind)
     return ckpt
+
+
+def nonfinite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def check_finite_weights(state_dict: dict, path: str | os.PathLike, kind: str) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf (a diverged run): one line naming a tensor."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(
+            f"{path}: tensor `{bad[0]}` has NaN or inf ({len(bad)} of {len(state_dict)} tensors): the run "
+            f"diverged; retrain it with `{producer(kind)}` (e.g. a lower model.module.optimizer.lr)"
+        )
 
 
 def module_state(ckpt: dict, prefix: str) -> dict:

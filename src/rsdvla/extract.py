@@ -51,6 +51,18 @@ def encode_episode(
     return np.concatenate(parts, axis=0)
 
 
+def check_finite_hidden(hidden: np.ndarray, episode: Episode, backbone_id: str) -> None:
+    """Refuse NaN/inf hidden states ``[T, H]``, naming the demo file, demo and first bad step."""
+    bad = np.flatnonzero(~np.isfinite(hidden).all(axis=1))
+    if len(bad):
+        ref = episode.ref
+        raise StoreError(
+            f"{ref.path}: data/{ref.demo} step {int(bad[0])}: backbone hidden state is NaN or inf "
+            f"({len(bad)} such steps in this demo; backbone {backbone_id}); check that demo's observations "
+            "and the backbone's settings (e.g. precision), nothing was written for it"
+        )
+
+
 def fit_statistics(demos: LiberoDemoSet):
     """Action statistics over all demos; a NaN/inf action is named by file, demo and step."""
     actions = demos.all_actions()  # demos in ``demos.demos`` order, concatenated
@@ -164,6 +176,7 @@ def run(cfg: DictConfig) -> dict:
                 if limit is not None and written_episodes >= int(limit):
                     break
                 hidden = encode_episode(backbone, episode, int(cfg.batch_size), progress)
+                check_finite_hidden(hidden, episode, backbone.backbone_id)
                 chunks = normalizer.normalize(action_chunks(episode.actions, int(cfg.chunk_size)))
                 writer.append_episode(episode.episode, hidden, chunks, episode.task_id)
                 written_episodes += 1

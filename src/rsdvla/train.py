@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +20,7 @@ from rsdvla.checkpoints import (
     check_tokenizer_matches,
     check_trained_with,
     checkpoint_kind,
+    nonfinite_tensors,
     read_checkpoint,
     require_lineage,
     stamp,
@@ -53,6 +55,46 @@ class ContentHashCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         stamp(checkpoint)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or weight went NaN/inf: training stops, nothing is saved or published."""
+
+
+class FiniteTrainingCallback(L.Callback):
+    """Stops training (one line) when a loss or a weight goes non-finite; never saves such weights.
+
+    Checks the training loss after every batch, ``val/loss`` after validation, and every tensor
+    of a checkpoint before Lightning writes it, so neither ``checkpoints/`` nor the published
+    ``export`` can receive a diverged model.
+    """
+
+    def __init__(self, export: str, lr) -> None:
+        self.export, self.lr = export, lr
+
+    def _stop(self, trainer, what: str) -> None:
+        raise TrainingDivergedError(
+            f"training diverged: {what} is non-finite at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; nothing was published ({self.export} unchanged); lower "
+            f"model.module.optimizer.lr (now {self.lr}) or check data.path for NaN hidden states"
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss) and not bool(torch.isfinite(loss).all()):
+            self._stop(trainer, f"the training loss ({float(loss)})")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val/") and not bool(torch.isfinite(torch.as_tensor(value)).all()):
+                self._stop(trainer, f"{name} ({float(value)})")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        bad = nonfinite_tensors(checkpoint["state_dict"])
+        if bad:
+            self._stop(trainer, f"weight `{bad[0]}` ({len(bad)} tensors)")
 
 
 def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | None) -> dict:
@@ -174,7 +216,10 @@ def run(cfg: DictConfig) -> dict:
         for c in _instantiate_all(cfg.get("callbacks"))
         if loggers
         or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)  # it needs a logger
-    ] + [ContentHashCallback()]
+    ] + [
+        FiniteTrainingCallback(cfg.export, cfg.model.module.get("optimizer", {}).get("lr")),
+        ContentHashCallback(),
+    ]
     # the datamodule shards its own batches per rank (HiddenStateDataModule._loader)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, use_distributed_sampler=False
