@@ -298,7 +298,27 @@ def store_identity(store) -> dict:
         "hidden_dim": int(store.hidden_dim),
         "chunk_size": int(store.chunk_shape[0]),
         "samples": int(store.num_samples),
+        "fingerprint": store.fingerprint(),
     }
+
+
+def check_store_content(recorded: dict, store, trained: str, actual: str, fix: str) -> None:
+    """Refuse a store whose content fingerprint differs from the one ``recorded`` in a checkpoint.
+
+    Same backbone is not same data: other demos, other action statistics (another normalization)
+    or other rows give another fingerprint, wherever the file lives. Lineage from before
+    fingerprints were recorded is not checked here.
+    """
+    want = recorded.get("fingerprint")
+    if not want:
+        return
+    have = store.fingerprint()
+    if have != want:
+        raise CheckpointError(
+            f"{trained} was trained on store {recorded.get('path')} (fingerprint {short(want)}, "
+            f"{recorded.get('samples')} samples) but {actual} is {store.path} (fingerprint {short(have)}, "
+            f"{store.num_samples} samples): another store's content and normalization; {fix}"
+        )
 
 
 def backbone_settings(backbone_id: str) -> dict[str, str]:

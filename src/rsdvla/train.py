@@ -17,6 +17,7 @@ from rsdvla.checkpoints import (
     LINEAGE,
     CheckpointError,
     check_store_backbone,
+    check_store_content,
     check_tokenizer_matches,
     check_trained_with,
     checkpoint_kind,
@@ -128,6 +129,13 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
             f"data.path={store['path']}",
             "distill from a main trained on this store's backbone, or re-extract the store with its settings",
         )
+        check_store_content(
+            teacher_store,
+            datamodule.store,
+            f"{teacher_ckpt}: teacher main (model.module.teacher_ckpt)",
+            "data.path",
+            "distill from a main trained on this store (data.path), or point data.path at the teacher's store",
+        )
         if tokenizer is not None:
             check_trained_with(
                 teacher,
@@ -142,8 +150,15 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
     return lineage
 
 
-def check_resume(path: str, kind: str, lineage: dict) -> None:
-    """``ckpt_path`` must be a readable checkpoint of the same kind, store backbone and tokenizer."""
+SPLIT_FIELDS = ("val_fraction", "seed")
+
+
+def check_resume(
+    path: str, kind: str, lineage: dict, cfg: DictConfig | None = None, data_store=None
+) -> None:
+    """``ckpt_path`` must be a readable checkpoint of the same kind, store (backbone and content),
+    split (``data.val_fraction``, ``data.seed``) and tokenizer: the split is a checkpoint's
+    identity, so a resume cannot move trained episodes into the held-out set."""
     ckpt = read_checkpoint(path, kind, field="ckpt_path")
     found = checkpoint_kind(ckpt)
     if found != kind:
@@ -162,6 +177,24 @@ def check_resume(path: str, kind: str, lineage: dict) -> None:
             f"data.path={store['path']}",
             "resume with the store the run started on, or drop ckpt_path",
         )
+        if data_store is not None:
+            check_store_content(
+                recorded["store"],
+                data_store,
+                f"{path}: ckpt_path",
+                "data.path",
+                "resume with the store the run started on, or drop ckpt_path to start a new run",
+            )
+    data = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("data") or {}
+    if cfg is not None:
+        for field in SPLIT_FIELDS:
+            if field in data and cfg.data.get(field) != data[field]:
+                raise CheckpointError(
+                    f"data.{field}={cfg.data.get(field)} but ckpt_path {path} was started with "
+                    f"data.{field}={data[field]}: the split is part of a run (another split would move "
+                    f"trained episodes into the held-out set); resume with data.{field}={data[field]}, "
+                    "or drop ckpt_path to start a new run"
+                )
     mine = (lineage.get("tokenizer") or {}).get(HASH_KEY)
     theirs = (recorded.get("tokenizer") or {}).get(HASH_KEY)
     if mine and theirs and mine != theirs:
@@ -172,7 +205,22 @@ def check_resume(path: str, kind: str, lineage: dict) -> None:
 
 
 def check_validation(cfg: DictConfig, datamodule) -> None:
-    """The published checkpoint is chosen on ``val/*``: refuse a split without held-out episodes."""
+    """The published checkpoint is chosen on ``val/*``: refuse a split without held-out episodes,
+    a trainer that never validates, and a run that trains no epoch."""
+    trainer = cfg.trainer
+    if trainer.get("max_epochs") is not None and int(trainer.max_epochs) == 0:
+        raise ValueError(
+            "trainer.max_epochs=0 trains nothing and publishes nothing; set trainer.max_epochs>=1 "
+            "(or -1 with trainer.max_steps)"
+        )
+    for field in ("limit_val_batches", "max_steps"):
+        value = trainer.get(field)
+        if value is not None and not isinstance(value, bool) and float(value) == 0:
+            what = "never validates" if field == "limit_val_batches" else "trains nothing"
+            raise ValueError(
+                f"trainer.{field}={value} {what}, so the published checkpoint would be unvalidated; "
+                f"drop trainer.{field} or set it > 0 (e.g. 1.0)"
+            )
     datamodule.setup("fit")
     if len(datamodule.val_set) == 0:
         raise ValueError(
@@ -208,7 +256,7 @@ def run(cfg: DictConfig) -> dict:
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
     lineage = record_lineage(cfg, module, datamodule, tokenizer_ckpt)
     if cfg.get("ckpt_path"):
-        check_resume(str(cfg.ckpt_path), module.hparams["kind"], lineage)
+        check_resume(str(cfg.ckpt_path), module.hparams["kind"], lineage, cfg, datamodule.store)
     check_validation(cfg, datamodule)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [

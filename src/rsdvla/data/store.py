@@ -352,3 +352,37 @@ class HiddenStateStore:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def fingerprint(self) -> str:
+        """The store's content fingerprint (:func:`store_fingerprint`), computed once per object."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = store_fingerprint(self)
+        return self._fingerprint
+
+
+FINGERPRINT_ROWS = 64
+
+
+def store_fingerprint(store: HiddenStateStore) -> str:
+    """``sha256:<hex>`` of what a store holds, cheap to recompute (reads ~N * 8 bytes + 64 rows).
+
+    Covers: the sample count, the chunk shape, the action statistics (canonical JSON), the whole
+    episode index ``episode [N]``, and ``hidden``/``actions`` of 64 fixed rows spread evenly
+    over the file. Two stores with the same backbone but other demos, statistics or rows differ;
+    a copy of a store in another folder has the same fingerprint. The one function every
+    checkpoint's lineage and every check uses.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(f"{store.num_samples}|{store.hidden_dim}|{tuple(store.chunk_shape)}|".encode())
+    digest.update(json.dumps(store.action_stats, sort_keys=True).encode())
+    rows = np.unique(
+        np.linspace(0, max(store.num_samples - 1, 0), FINGERPRINT_ROWS).astype(np.int64)
+    )
+    with h5py.File(store.path, "r") as f:
+        digest.update(np.ascontiguousarray(f["episode"][()], dtype=np.int64).tobytes())
+        if store.num_samples:
+            for name in ("hidden", "actions"):
+                digest.update(np.ascontiguousarray(f[name][rows]).tobytes())
+    return "sha256:" + digest.hexdigest()
