@@ -138,6 +138,7 @@ def test_checkpoints_record_their_lineage(tmp_path, synthetic_store, tokenizer_c
     from rsdvla.data.store import HiddenStateStore
 
     assert lineage["store"].pop("fingerprint") == HiddenStateStore(synthetic_store).fingerprint()
+    assert lineage["store"].pop("fixed_initial_states") is None  # a synthetic store: unknown
     assert lineage["store"] == {
         "path": str(synthetic_store),
         "backbone": "synthetic",

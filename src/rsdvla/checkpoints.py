@@ -299,6 +299,8 @@ def store_identity(store) -> dict:
         "chunk_size": int(store.chunk_shape[0]),
         "samples": int(store.num_samples),
         "fingerprint": store.fingerprint(),
+        # fixed LIBERO initial states the store's demos started from (None: not recorded)
+        "fixed_initial_states": json.loads(store.attrs.get("fixed_initial_states", "null")),
     }
 
 

@@ -63,6 +63,24 @@ def check_finite_hidden(hidden: np.ndarray, episode: Episode, backbone_id: str) 
         )
 
 
+def fixed_initial_states(demos: LiberoDemoSet) -> list[int] | None:
+    """The suite's fixed initial state indices the demos started from (sorted), from each demo's
+    ``init_state_index`` attribute (``rsdvla.collect``: -1 for a state LIBERO's sampler drew).
+    None when a demo does not say (e.g. demos from elsewhere): unknown, not "none"."""
+    import h5py
+
+    used: set[int] = set()
+    for path in demos.files:
+        with h5py.File(path, "r") as f:
+            for ref in (r for r in demos.demos if r.path == path):
+                index = f["data"][ref.demo].attrs.get("init_state_index")
+                if index is None:
+                    return None
+                if int(index) >= 0:
+                    used.add(int(index))
+    return sorted(used)
+
+
 def fit_statistics(demos: LiberoDemoSet):
     """Action statistics over all demos; a NaN/inf action is named by file, demo and step."""
     actions = demos.all_actions()  # demos in ``demos.demos`` order, concatenated
@@ -153,6 +171,7 @@ def run(cfg: DictConfig) -> dict:
     )
     try:
         _check_resume(writer, stats, sources)
+        writer.file.attrs["fixed_initial_states"] = json.dumps(fixed_initial_states(demos))
         done = writer.completed_episodes
         already = sum(ref.length for ref in demos.demos if ref.episode in done)
         if done:
