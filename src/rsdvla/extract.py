@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from rsdvla.backbones.base import Backbone
-from rsdvla.cli import build
+from rsdvla.cli import build, check_writable
 from rsdvla.data.libero_demos import Episode, LiberoDemoSet, action_chunks
 from rsdvla.data.store import HiddenStateStore, HiddenStateStoreWriter, StoreError, partial_path
 
@@ -137,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
             "path": str(out),
         }
 
+    check_writable(out, "out", "cannot be written")
     started = time.perf_counter()
     backbone = build(cfg.backbone)  # openvla_oft without CUDA: its one-line error, unwrapped
     backbone.eval()

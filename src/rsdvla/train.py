@@ -27,7 +27,7 @@ from rsdvla.checkpoints import (
     stamp,
     store_identity,
 )
-from rsdvla.cli import build
+from rsdvla.cli import build, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,12 @@ SPLIT_FIELDS = ("val_fraction", "seed")
 
 
 def check_resume(
-    path: str, kind: str, lineage: dict, cfg: DictConfig | None = None, data_store=None
+    path: str,
+    kind: str,
+    lineage: dict,
+    cfg: DictConfig | None = None,
+    data_store=None,
+    model_config: dict | None = None,
 ) -> None:
     """``ckpt_path`` must be a readable checkpoint of the same kind, store (backbone and content),
     split (``data.val_fraction``, ``data.seed``) and tokenizer: the split is a checkpoint's
@@ -185,6 +190,16 @@ def check_resume(
                 "data.path",
                 "resume with the store the run started on, or drop ckpt_path to start a new run",
             )
+    theirs_model = (ckpt.get("hyper_parameters") or {}).get(kind)
+    mine_model = model_config or {}
+    if isinstance(theirs_model, dict):
+        for field in sorted({*theirs_model, *mine_model}):
+            if theirs_model.get(field) != mine_model.get(field):
+                raise CheckpointError(
+                    f"{path}: ckpt_path was trained with model.module.{kind}.{field}={theirs_model.get(field)} but "
+                    f"this run has {mine_model.get(field)} (another model config, e.g. model=main vs main_cpu); "
+                    "resume with the model settings the run started with, or drop ckpt_path"
+                )
     data = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("data") or {}
     if cfg is not None:
         for field in SPLIT_FIELDS:
@@ -246,6 +261,9 @@ def run(cfg: DictConfig) -> dict:
             f"data.path is not set (conf/data/{cfg.data.name}.yaml); pass data.path=<store.h5> written by "
             "`python extract.py`"
         )
+    check_writable(  # before training, not after it
+        cfg.export, "export", "cannot be published after training (set by paths.artifacts_dir)"
+    )
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = cfg.model
     tokenizer_ckpt = _tokenizer_ckpt(cfg) if model_cfg.needs_tokens else None
@@ -256,7 +274,10 @@ def run(cfg: DictConfig) -> dict:
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
     lineage = record_lineage(cfg, module, datamodule, tokenizer_ckpt)
     if cfg.get("ckpt_path"):
-        check_resume(str(cfg.ckpt_path), module.hparams["kind"], lineage, cfg, datamodule.store)
+        kind = module.hparams["kind"]
+        check_resume(
+            str(cfg.ckpt_path), kind, lineage, cfg, datamodule.store, module.hparams.get(kind)
+        )
     check_validation(cfg, datamodule)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [
