@@ -9,7 +9,7 @@ it. Lineage (DESIGN 2.7):
   from any file, so it is verifiable: a file whose recorded hash differs was modified.
 - ``hyper_parameters.lineage``: what the model was trained from. ``store``: the hidden-state
   store's identity (path, backbone id with its settings such as pooling and attention, H, T,
-  samples); ``tokenizer`` (main, draft): the tokenizer's path and content hash; ``teacher``
+  samples, content ``fingerprint`` and the LIBERO ``fixed_initial_states`` its demos started from); ``tokenizer`` (main, draft): the tokenizer's path and content hash; ``teacher``
   (distilled draft): the main checkpoint's path and content hash.
 
 Checkpoints written before lineage existed are refused where lineage is checked (loading a
