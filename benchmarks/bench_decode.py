@@ -73,7 +73,12 @@ def analysis(rows: list[dict], costs: list[dict], key: str, on_gpu: bool, thread
             + (
                 f". Exact RSD returned main-only's tokens for {100 * same:.2f}% of them"
                 + (
-                    " (bit-identical)."
+                    (
+                        " (bit-identical on these random weights; not a guarantee in bfloat16: "
+                        "trained weights disagreed at batch 1, see docs/architecture.md)."
+                        if p == "bfloat16"
+                        else " (bit-identical)."
+                    )
                     if same == 1.0
                     else ": verify and single steps run different matrix kernels at this batch size, and "
                     "bf16 rounding turns their different summation orders into different argmaxes "

@@ -135,6 +135,10 @@ def test_checkpoints_record_their_lineage(tmp_path, synthetic_store, tokenizer_c
         "path": str(tokenizer_ckpt),
         "content_hash": checkpoint_content_hash(tokenizer_ckpt),
     }
+    from rsdvla.data.store import HiddenStateStore
+
+    assert lineage["store"].pop("fingerprint") == HiddenStateStore(synthetic_store).fingerprint()
+    assert lineage["store"].pop("fixed_initial_states") is None  # a synthetic store: unknown
     assert lineage["store"] == {
         "path": str(synthetic_store),
         "backbone": "synthetic",

@@ -9,7 +9,7 @@ it. Lineage (DESIGN 2.7):
   from any file, so it is verifiable: a file whose recorded hash differs was modified.
 - ``hyper_parameters.lineage``: what the model was trained from. ``store``: the hidden-state
   store's identity (path, backbone id with its settings such as pooling and attention, H, T,
-  samples); ``tokenizer`` (main, draft): the tokenizer's path and content hash; ``teacher``
+  samples, content ``fingerprint`` and the LIBERO ``fixed_initial_states`` its demos started from); ``tokenizer`` (main, draft): the tokenizer's path and content hash; ``teacher``
   (distilled draft): the main checkpoint's path and content hash.
 
 Checkpoints written before lineage existed are refused where lineage is checked (loading a
@@ -157,7 +157,29 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str = "cpu
             f"pass a checkpoint from `{producer(kind)}` (ckpt.{kind}=<path>)"
         )
     ckpt[HASH_KEY] = verify_content_hash(ckpt, path)
+    check_finite_weights(ckpt["state_dict"], path, kind)
     return ckpt
+
+
+def nonfinite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def check_finite_weights(state_dict: dict, path: str | os.PathLike, kind: str) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf (a diverged run): one line naming a tensor."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(
+            f"{path}: tensor `{bad[0]}` has NaN or inf ({len(bad)} of {len(state_dict)} tensors): the run "
+            f"diverged; retrain it with `{producer(kind)}` (e.g. a lower model.module.optimizer.lr)"
+        )
 
 
 def module_state(ckpt: dict, prefix: str) -> dict:
@@ -276,7 +298,29 @@ def store_identity(store) -> dict:
         "hidden_dim": int(store.hidden_dim),
         "chunk_size": int(store.chunk_shape[0]),
         "samples": int(store.num_samples),
+        "fingerprint": store.fingerprint(),
+        # fixed LIBERO initial states the store's demos started from (None: not recorded)
+        "fixed_initial_states": json.loads(store.attrs.get("fixed_initial_states", "null")),
     }
+
+
+def check_store_content(recorded: dict, store, trained: str, actual: str, fix: str) -> None:
+    """Refuse a store whose content fingerprint differs from the one ``recorded`` in a checkpoint.
+
+    Same backbone is not same data: other demos, other action statistics (another normalization)
+    or other rows give another fingerprint, wherever the file lives. Lineage from before
+    fingerprints were recorded is not checked here.
+    """
+    want = recorded.get("fingerprint")
+    if not want:
+        return
+    have = store.fingerprint()
+    if have != want:
+        raise CheckpointError(
+            f"{trained} was trained on store {recorded.get('path')} (fingerprint {short(want)}, "
+            f"{recorded.get('samples')} samples) but {actual} is {store.path} (fingerprint {short(have)}, "
+            f"{store.num_samples} samples): another store's content and normalization; {fix}"
+        )
 
 
 def backbone_settings(backbone_id: str) -> dict[str, str]:

@@ -39,6 +39,27 @@ def writable_ancestor(path: Path) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike, field: str, what: str) -> None:
+    """Before long work: ``path`` (a file or folder to create) can be written, by trying.
+
+    Creates and removes a temp file in the nearest existing folder at or above ``path`` (a
+    permission check alone passes for root on a read-only mount). One line naming ``field``.
+    """
+    import tempfile
+
+    where = writable_ancestor(Path(path))
+    if not where.is_dir():  # an existing file: it is replaced in its folder
+        where = where.parent
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise OSError(
+            f"{where}: not writable ({err.strerror}), so {field}={path} {what}; pass a writable "
+            f"{field}=<path> or fix the permissions"
+        ) from None
+
+
 def check_run_dir(argv: list[str]) -> None:
     """Before Hydra starts: a ``hydra.run.dir``/``hydra.sweep.dir`` override must be writable.
 

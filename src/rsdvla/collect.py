@@ -1,8 +1,11 @@
 """Collect scripted-expert demonstrations in LIBERO (`python collect.py ...`, config `conf/collect.yaml`).
 
-For each task the expert runs from the suite's fixed initial states (attempt k starts from state
-k mod N, with per-attempt noise seeded by (seed, task id, k)); only successful episodes (LIBERO's
-`done` flag within the suite's max steps) are kept. Output: one LIBERO demo file per task,
+For each task the expert runs from initial states drawn by LIBERO's own placement sampler
+(`initial_states=sampled`, the default: attempt k resets with the sampler seeded by
+`sampled_state_seed(seed, task id, k)`, so no demo starts from one of the suite's 50 fixed
+evaluation states), or from the fixed states themselves (`initial_states=fixed`: attempt k starts
+from state k mod N). Per-attempt noise is seeded by (seed, task id, k); only successful episodes
+(LIBERO's `done` flag within the suite's max steps) are kept. Output: one LIBERO demo file per task,
 `<out>/<task_name>_demo.hdf5` (layout: `rsdvla.experts.demos`).
 
 Resumable and atomic: each kept demo is first written to its own file in
@@ -80,6 +83,20 @@ def _check_settings(cfg) -> None:
         raise CollectConfigError("out is empty: set out=<folder for the demo files>")
     if cfg.execution_noise < 0:
         raise CollectConfigError(f"execution_noise={cfg.execution_noise}: must be >= 0")
+    if cfg.get("initial_states", "sampled") not in INITIAL_STATES:
+        raise CollectConfigError(
+            f"initial_states={cfg.initial_states!r}: use initial_states=sampled (fresh states from "
+            "LIBERO's placement sampler, held out from evaluation) or initial_states=fixed (the suite's 50 "
+            "evaluation states)"
+        )
+
+
+INITIAL_STATES = ("sampled", "fixed")
+
+
+def sampled_state_seed(seed: int, task_id: int, attempt: int) -> int:
+    """Seed of the placement sampler for attempt `attempt` of task `task_id` (a 32-bit int)."""
+    return int(np.random.SeedSequence([seed, task_id, attempt, 1]).generate_state(1)[0])
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -88,19 +105,27 @@ def _check_settings(cfg) -> None:
 def run_episode(
     env,
     expert,
-    init_state_index: int,
+    init_state_index: int | None,
     rng: np.random.Generator,
     execution_noise: float,
     save_states: bool,
+    sampler_seed: int | None = None,
 ):
-    """One expert episode from a fixed initial state. Returns `(success, EpisodeRecorder)`.
+    """One expert episode. Returns `(success, EpisodeRecorder)`.
+
+    Starts from fixed initial state `init_state_index`, or, when it is None, from the state
+    LIBERO's placement sampler draws with `sampler_seed`.
 
     The recorder holds the expert's commanded actions; with `execution_noise > 0` the env
     executes them plus Gaussian noise on the translation dims (the labels stay clean, as in DART).
     """
     from rsdvla.experts.demos import EpisodeRecorder
 
-    obs = env.reset(init_state_index)
+    obs = (
+        env.reset(init_state_index)
+        if init_state_index is not None
+        else env.reset_sampled(sampler_seed)
+    )
     expert.rng = rng
     expert.reset(env, obs)
     recorder = EpisodeRecorder(images=env.cameras, states=save_states)
@@ -171,6 +196,7 @@ def _data_attrs(env, task, cfg, progress: dict, expert_config) -> dict:
         "seed": cfg.seed,
         "cameras": cfg.cameras,
         "execution_noise": cfg.execution_noise,
+        "initial_states": cfg.get("initial_states", "sampled"),
         "expert": asdict(expert_config),
         "max_steps": task.max_steps,
     }
@@ -231,15 +257,22 @@ def collect_task(suite: str, task_id: int, cfg, expert_config, bar=None) -> Task
         expert = PickPlaceExpert(expert_config)
         while len(parts) < cfg.episodes_per_task and progress["attempts"] < max_attempts:
             attempt = progress["attempts"]
-            init_index = attempt % env.num_initial_states
+            sampled = cfg.get("initial_states", "sampled") == "sampled"
+            init_index = None if sampled else attempt % env.num_initial_states
+            sampler_seed = sampled_state_seed(cfg.seed, task_id, attempt) if sampled else None
             rng = np.random.default_rng([cfg.seed, task_id, attempt])
             start = time.perf_counter()
             success, recorder = run_episode(
-                env, expert, init_index, rng, cfg.execution_noise, cfg.save_states
+                env, expert, init_index, rng, cfg.execution_noise, cfg.save_states, sampler_seed
             )
             if success:
                 part = partial / f"demo_{len(parts):05d}.hdf5"
-                attrs = {"init_state_index": init_index, "attempt": attempt}
+                # init_state_index -1: not one of the suite's fixed states (see init_state_seed)
+                attrs = {
+                    "init_state_index": -1 if sampled else init_index,
+                    "init_state_seed": -1 if not sampled else sampler_seed,
+                    "attempt": attempt,
+                }
                 write_demo_part(part, recorder.arrays(), attrs, cfg.compression)
                 parts.append(part)
                 if bar is not None:

@@ -53,6 +53,11 @@ def run(cfg: DictConfig) -> dict:
 
         use_trained_split(cfg, stack)
         return run_offline(cfg, stack)
-    from rsdvla.evaluation.libero_runner import run_libero
+    from rsdvla.evaluation.libero_runner import check_training_states, run_libero
 
+    settings = LiberoEvalSettings.from_config(cfg)
+    for kind, model in (("main", stack.main), ("draft", stack.draft)):
+        if model is not None:  # no episode starts where the heads' training demos started
+            store = (getattr(model, "lineage", None) or {}).get("store") or {}
+            check_training_states(settings, store, str(cfg.ckpt[kind]))
     return run_libero(cfg, stack)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from rsdvla.backbones.base import Backbone
-from rsdvla.cli import build
+from rsdvla.cli import build, check_writable
 from rsdvla.data.libero_demos import Episode, LiberoDemoSet, action_chunks
 from rsdvla.data.store import HiddenStateStore, HiddenStateStoreWriter, StoreError, partial_path
 
@@ -49,6 +49,36 @@ def encode_episode(
         if progress is not None:
             progress.update(stop - start)
     return np.concatenate(parts, axis=0)
+
+
+def check_finite_hidden(hidden: np.ndarray, episode: Episode, backbone_id: str) -> None:
+    """Refuse NaN/inf hidden states ``[T, H]``, naming the demo file, demo and first bad step."""
+    bad = np.flatnonzero(~np.isfinite(hidden).all(axis=1))
+    if len(bad):
+        ref = episode.ref
+        raise StoreError(
+            f"{ref.path}: data/{ref.demo} step {int(bad[0])}: backbone hidden state is NaN or inf "
+            f"({len(bad)} such steps in this demo; backbone {backbone_id}); check that demo's observations "
+            "and the backbone's settings (e.g. precision), nothing was written for it"
+        )
+
+
+def fixed_initial_states(demos: LiberoDemoSet) -> list[int] | None:
+    """The suite's fixed initial state indices the demos started from (sorted), from each demo's
+    ``init_state_index`` attribute (``rsdvla.collect``: -1 for a state LIBERO's sampler drew).
+    None when a demo does not say (e.g. demos from elsewhere): unknown, not "none"."""
+    import h5py
+
+    used: set[int] = set()
+    for path in demos.files:
+        with h5py.File(path, "r") as f:
+            for ref in (r for r in demos.demos if r.path == path):
+                index = f["data"][ref.demo].attrs.get("init_state_index")
+                if index is None:
+                    return None
+                if int(index) >= 0:
+                    used.add(int(index))
+    return sorted(used)
 
 
 def fit_statistics(demos: LiberoDemoSet):
@@ -107,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
             "path": str(out),
         }
 
+    check_writable(out, "out", "cannot be written")
     started = time.perf_counter()
     backbone = build(cfg.backbone)  # openvla_oft without CUDA: its one-line error, unwrapped
     backbone.eval()
@@ -141,6 +172,7 @@ def run(cfg: DictConfig) -> dict:
     )
     try:
         _check_resume(writer, stats, sources)
+        writer.file.attrs["fixed_initial_states"] = json.dumps(fixed_initial_states(demos))
         done = writer.completed_episodes
         already = sum(ref.length for ref in demos.demos if ref.episode in done)
         if done:
@@ -164,6 +196,7 @@ def run(cfg: DictConfig) -> dict:
                 if limit is not None and written_episodes >= int(limit):
                     break
                 hidden = encode_episode(backbone, episode, int(cfg.batch_size), progress)
+                check_finite_hidden(hidden, episode, backbone.backbone_id)
                 chunks = normalizer.normalize(action_chunks(episode.actions, int(cfg.chunk_size)))
                 writer.append_episode(episode.episode, hidden, chunks, episode.task_id)
                 written_episodes += 1

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,15 +17,17 @@ from rsdvla.checkpoints import (
     LINEAGE,
     CheckpointError,
     check_store_backbone,
+    check_store_content,
     check_tokenizer_matches,
     check_trained_with,
     checkpoint_kind,
+    nonfinite_tensors,
     read_checkpoint,
     require_lineage,
     stamp,
     store_identity,
 )
-from rsdvla.cli import build
+from rsdvla.cli import build, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,46 @@ class ContentHashCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         stamp(checkpoint)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or weight went NaN/inf: training stops, nothing is saved or published."""
+
+
+class FiniteTrainingCallback(L.Callback):
+    """Stops training (one line) when a loss or a weight goes non-finite; never saves such weights.
+
+    Checks the training loss after every batch, ``val/loss`` after validation, and every tensor
+    of a checkpoint before Lightning writes it, so neither ``checkpoints/`` nor the published
+    ``export`` can receive a diverged model.
+    """
+
+    def __init__(self, export: str, lr) -> None:
+        self.export, self.lr = export, lr
+
+    def _stop(self, trainer, what: str) -> None:
+        raise TrainingDivergedError(
+            f"training diverged: {what} is non-finite at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; nothing was published ({self.export} unchanged); lower "
+            f"model.module.optimizer.lr (now {self.lr}) or check data.path for NaN hidden states"
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss) and not bool(torch.isfinite(loss).all()):
+            self._stop(trainer, f"the training loss ({float(loss)})")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val/") and not bool(torch.isfinite(torch.as_tensor(value)).all()):
+                self._stop(trainer, f"{name} ({float(value)})")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        bad = nonfinite_tensors(checkpoint["state_dict"])
+        if bad:
+            self._stop(trainer, f"weight `{bad[0]}` ({len(bad)} tensors)")
 
 
 def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | None) -> dict:
@@ -86,6 +129,13 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
             f"data.path={store['path']}",
             "distill from a main trained on this store's backbone, or re-extract the store with its settings",
         )
+        check_store_content(
+            teacher_store,
+            datamodule.store,
+            f"{teacher_ckpt}: teacher main (model.module.teacher_ckpt)",
+            "data.path",
+            "distill from a main trained on this store (data.path), or point data.path at the teacher's store",
+        )
         if tokenizer is not None:
             check_trained_with(
                 teacher,
@@ -100,8 +150,20 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
     return lineage
 
 
-def check_resume(path: str, kind: str, lineage: dict) -> None:
-    """``ckpt_path`` must be a readable checkpoint of the same kind, store backbone and tokenizer."""
+SPLIT_FIELDS = ("val_fraction", "seed")
+
+
+def check_resume(
+    path: str,
+    kind: str,
+    lineage: dict,
+    cfg: DictConfig | None = None,
+    data_store=None,
+    model_config: dict | None = None,
+) -> None:
+    """``ckpt_path`` must be a readable checkpoint of the same kind, store (backbone and content),
+    split (``data.val_fraction``, ``data.seed``) and tokenizer: the split is a checkpoint's
+    identity, so a resume cannot move trained episodes into the held-out set."""
     ckpt = read_checkpoint(path, kind, field="ckpt_path")
     found = checkpoint_kind(ckpt)
     if found != kind:
@@ -120,6 +182,34 @@ def check_resume(path: str, kind: str, lineage: dict) -> None:
             f"data.path={store['path']}",
             "resume with the store the run started on, or drop ckpt_path",
         )
+        if data_store is not None:
+            check_store_content(
+                recorded["store"],
+                data_store,
+                f"{path}: ckpt_path",
+                "data.path",
+                "resume with the store the run started on, or drop ckpt_path to start a new run",
+            )
+    theirs_model = (ckpt.get("hyper_parameters") or {}).get(kind)
+    mine_model = model_config or {}
+    if isinstance(theirs_model, dict):
+        for field in sorted({*theirs_model, *mine_model}):
+            if theirs_model.get(field) != mine_model.get(field):
+                raise CheckpointError(
+                    f"{path}: ckpt_path was trained with model.module.{kind}.{field}={theirs_model.get(field)} but "
+                    f"this run has {mine_model.get(field)} (another model config, e.g. model=main vs main_cpu); "
+                    "resume with the model settings the run started with, or drop ckpt_path"
+                )
+    data = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("data") or {}
+    if cfg is not None:
+        for field in SPLIT_FIELDS:
+            if field in data and cfg.data.get(field) != data[field]:
+                raise CheckpointError(
+                    f"data.{field}={cfg.data.get(field)} but ckpt_path {path} was started with "
+                    f"data.{field}={data[field]}: the split is part of a run (another split would move "
+                    f"trained episodes into the held-out set); resume with data.{field}={data[field]}, "
+                    "or drop ckpt_path to start a new run"
+                )
     mine = (lineage.get("tokenizer") or {}).get(HASH_KEY)
     theirs = (recorded.get("tokenizer") or {}).get(HASH_KEY)
     if mine and theirs and mine != theirs:
@@ -130,7 +220,22 @@ def check_resume(path: str, kind: str, lineage: dict) -> None:
 
 
 def check_validation(cfg: DictConfig, datamodule) -> None:
-    """The published checkpoint is chosen on ``val/*``: refuse a split without held-out episodes."""
+    """The published checkpoint is chosen on ``val/*``: refuse a split without held-out episodes,
+    a trainer that never validates, and a run that trains no epoch."""
+    trainer = cfg.trainer
+    if trainer.get("max_epochs") is not None and int(trainer.max_epochs) == 0:
+        raise ValueError(
+            "trainer.max_epochs=0 trains nothing and publishes nothing; set trainer.max_epochs>=1 "
+            "(or -1 with trainer.max_steps)"
+        )
+    for field in ("limit_val_batches", "max_steps"):
+        value = trainer.get(field)
+        if value is not None and not isinstance(value, bool) and float(value) == 0:
+            what = "never validates" if field == "limit_val_batches" else "trains nothing"
+            raise ValueError(
+                f"trainer.{field}={value} {what}, so the published checkpoint would be unvalidated; "
+                f"drop trainer.{field} or set it > 0 (e.g. 1.0)"
+            )
     datamodule.setup("fit")
     if len(datamodule.val_set) == 0:
         raise ValueError(
@@ -156,6 +261,9 @@ def run(cfg: DictConfig) -> dict:
             f"data.path is not set (conf/data/{cfg.data.name}.yaml); pass data.path=<store.h5> written by "
             "`python extract.py`"
         )
+    check_writable(  # before training, not after it
+        cfg.export, "export", "cannot be published after training (set by paths.artifacts_dir)"
+    )
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = cfg.model
     tokenizer_ckpt = _tokenizer_ckpt(cfg) if model_cfg.needs_tokens else None
@@ -166,7 +274,10 @@ def run(cfg: DictConfig) -> dict:
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
     lineage = record_lineage(cfg, module, datamodule, tokenizer_ckpt)
     if cfg.get("ckpt_path"):
-        check_resume(str(cfg.ckpt_path), module.hparams["kind"], lineage)
+        kind = module.hparams["kind"]
+        check_resume(
+            str(cfg.ckpt_path), kind, lineage, cfg, datamodule.store, module.hparams.get(kind)
+        )
     check_validation(cfg, datamodule)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [
@@ -174,7 +285,10 @@ def run(cfg: DictConfig) -> dict:
         for c in _instantiate_all(cfg.get("callbacks"))
         if loggers
         or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)  # it needs a logger
-    ] + [ContentHashCallback()]
+    ] + [
+        FiniteTrainingCallback(cfg.export, cfg.model.module.get("optimizer", {}).get("lr")),
+        ContentHashCallback(),
+    ]
     # the datamodule shards its own batches per rank (HiddenStateDataModule._loader)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, use_distributed_sampler=False

@@ -95,61 +95,93 @@ class HiddenStateStoreWriter:
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.partial.parent.mkdir(parents=True, exist_ok=True)
-        attrs = {
-            "backbone": backbone,
-            "hidden_dim": int(hidden_dim),
-            "action_stats": json.dumps(action_stats),
-            "source_files": json.dumps([str(s) for s in source_files]),
-            "chunk_size": int(chunk_size),
-            "format_version": FORMAT_VERSION,
-        }
-        if self.partial.exists():
-            self.file = self._open_partial()
-            for key in ("backbone", "hidden_dim", "chunk_size"):
-                if self.file.attrs.get(key) != attrs[key]:
-                    raise StoreError(
-                        f"{self.partial}: attribute `{key}` is {self.file.attrs.get(key)!r}, this run writes "
-                        f"{attrs[key]!r}; rerun with the same settings, or start over with overwrite=true (or rm {self.partial})"
+        self._lock = self._acquire_lock()
+        try:
+            attrs = {
+                "backbone": backbone,
+                "hidden_dim": int(hidden_dim),
+                "action_stats": json.dumps(action_stats),
+                "source_files": json.dumps([str(s) for s in source_files]),
+                "chunk_size": int(chunk_size),
+                "format_version": FORMAT_VERSION,
+            }
+            if self.partial.exists():
+                self.file = self._open_partial()
+                for key in ("backbone", "hidden_dim", "chunk_size"):
+                    if self.file.attrs.get(key) != attrs[key]:
+                        raise StoreError(
+                            f"{self.partial}: attribute `{key}` is {self.file.attrs.get(key)!r}, this run writes "
+                            f"{attrs[key]!r}; rerun with the same settings, or start over with overwrite=true (or rm {self.partial})"
+                        )
+                rows = int(self.file.attrs["committed_rows"])
+                for name in ("hidden", "actions", "episode", "step", "task_id"):
+                    self.file[name].resize(
+                        rows, axis=0
+                    )  # drop an episode that was cut off mid-write
+                try:
+                    self.verify(self.completed_episodes, self.file)  # fail before extracting more
+                except StoreError:
+                    self.close()
+                    raise
+            else:
+                check_free_space(self.partial.parent, 1 << 16, self.partial)
+                self.file = h5py.File(self.partial, "w")
+                self.file.attrs.update(attrs)
+                self.file.attrs["committed_rows"] = 0
+                self.file.attrs["completed_episodes"] = "[]"
+                self.file.create_dataset(
+                    "hidden",
+                    (0, hidden_dim),
+                    dtype="f2",
+                    maxshape=(None, hidden_dim),
+                    chunks=(64, hidden_dim),
+                )
+                self.file.create_dataset(
+                    "actions",
+                    (0, chunk_size, action_dim),
+                    dtype="f4",
+                    maxshape=(None, chunk_size, action_dim),
+                    chunks=(256, chunk_size, action_dim),
+                )
+                for name in ("episode", "step", "task_id"):
+                    self.file.create_dataset(
+                        name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,)
                     )
-            rows = int(self.file.attrs["committed_rows"])
-            for name in ("hidden", "actions", "episode", "step", "task_id"):
-                self.file[name].resize(rows, axis=0)  # drop an episode that was cut off mid-write
-            try:
-                self.verify(self.completed_episodes, self.file)  # fail before extracting more
-            except StoreError:
-                self.close()
-                raise
-        else:
-            check_free_space(self.partial.parent, 1 << 16, self.partial)
-            self.file = h5py.File(self.partial, "w")
-            self.file.attrs.update(attrs)
-            self.file.attrs["committed_rows"] = 0
-            self.file.attrs["completed_episodes"] = "[]"
-            self.file.create_dataset(
-                "hidden",
-                (0, hidden_dim),
-                dtype="f2",
-                maxshape=(None, hidden_dim),
-                chunks=(64, hidden_dim),
-            )
-            self.file.create_dataset(
-                "actions",
-                (0, chunk_size, action_dim),
-                dtype="f4",
-                maxshape=(None, chunk_size, action_dim),
-                chunks=(256, chunk_size, action_dim),
-            )
-            for name in ("episode", "step", "task_id"):
-                self.file.create_dataset(name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,))
-            # (episode, sum of hidden, sum of actions) per committed episode, verified at finalize
-            self.file.create_dataset(
-                "checksums", (0, 3), dtype="f8", maxshape=(None, 3), chunks=(1024, 3)
-            )
-            self.file.create_dataset(
-                "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
-            )
-            self.file.flush()
-        self.hidden_dim = int(hidden_dim)
+                # (episode, sum of hidden, sum of actions) per committed episode, verified at finalize
+                self.file.create_dataset(
+                    "checksums", (0, 3), dtype="f8", maxshape=(None, 3), chunks=(1024, 3)
+                )
+                self.file.create_dataset(
+                    "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
+                )
+                self.file.flush()
+            self.hidden_dim = int(hidden_dim)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _acquire_lock(self):
+        """An exclusive lock on ``<path>.partial.lock`` for this writer's life: a second
+        extraction to the same ``out`` is refused (instead of being told to delete the file the
+        first is writing). The lock dies with its process, so a killed run leaves none."""
+        from filelock import FileLock, Timeout
+
+        lock_path = Path(str(self.partial) + ".lock")
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreError(
+                f"{self.partial}: another extraction is writing it (lock {lock_path}); wait for it to "
+                "finish (then this run has nothing to do), or pass another out=<path>"
+            ) from None
+        return lock
+
+    def _release_lock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None and lock.is_locked:
+            lock.release()
+            Path(lock.lock_file).unlink(missing_ok=True)
 
     def _open_partial(self) -> h5py.File:
         """Open a resumable ``.partial``; a damaged one (killed on a full disk) is named with the fix."""
@@ -267,8 +299,11 @@ class HiddenStateStoreWriter:
         """Close the partial file, verify it on disk, and rename it to the final path (atomic)."""
         completed = self.completed_episodes
         self.file.close()
-        self.verify(completed)
-        os.replace(self.partial, self.path)
+        try:
+            self.verify(completed)
+            os.replace(self.partial, self.path)
+        finally:
+            self._release_lock()
         return self.path
 
     def close(self) -> None:
@@ -278,6 +313,7 @@ class HiddenStateStoreWriter:
                 self.file.close()
         except Exception:  # HDF5 flushing its cache onto a full disk
             pass
+        self._release_lock()
 
 
 class HiddenStateStore:
@@ -294,6 +330,11 @@ class HiddenStateStore:
             raise StoreError(
                 f"{self.path}: hidden-state store not found{hint}; create it with `python extract.py` "
                 "or point `data.path` at an existing store"
+            )
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path}: is a directory, not a store file; point data.path at the .h5 file "
+                "`python extract.py` wrote (its `out`)"
             )
         try:
             with h5py.File(self.path, "r") as f:
@@ -352,3 +393,37 @@ class HiddenStateStore:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def fingerprint(self) -> str:
+        """The store's content fingerprint (:func:`store_fingerprint`), computed once per object."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = store_fingerprint(self)
+        return self._fingerprint
+
+
+FINGERPRINT_ROWS = 64
+
+
+def store_fingerprint(store: HiddenStateStore) -> str:
+    """``sha256:<hex>`` of what a store holds, cheap to recompute (reads ~N * 8 bytes + 64 rows).
+
+    Covers: the sample count, the chunk shape, the action statistics (canonical JSON), the whole
+    episode index ``episode [N]``, and ``hidden``/``actions`` of 64 fixed rows spread evenly
+    over the file. Two stores with the same backbone but other demos, statistics or rows differ;
+    a copy of a store in another folder has the same fingerprint. The one function every
+    checkpoint's lineage and every check uses.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(f"{store.num_samples}|{store.hidden_dim}|{tuple(store.chunk_shape)}|".encode())
+    digest.update(json.dumps(store.action_stats, sort_keys=True).encode())
+    rows = np.unique(
+        np.linspace(0, max(store.num_samples - 1, 0), FINGERPRINT_ROWS).astype(np.int64)
+    )
+    with h5py.File(store.path, "r") as f:
+        digest.update(np.ascontiguousarray(f["episode"][()], dtype=np.int64).tobytes())
+        if store.num_samples:
+            for name in ("hidden", "actions"):
+                digest.update(np.ascontiguousarray(f[name][rows]).tobytes())
+    return "sha256:" + digest.hexdigest()

@@ -59,11 +59,22 @@ class AdaptiveDepthDecoder:
             )
         self.main, self.tokenizer = main.eval(), tokenizer.eval()
         self.num_layers = main.config.num_code_layers
+        conf = "conf/decoder/adaptive_depth.yaml"
         self.max_depth = min(
-            check_depth(max_depth, self.num_layers, "decoder.max_depth"),
-            check_depth(depth, self.num_layers),
+            check_depth(max_depth, self.num_layers, "decoder.max_depth", conf),
+            check_depth(depth, self.num_layers, "decoder.depth", conf),
         )
-        self.min_depth = check_depth(min_depth, self.max_depth, "decoder.min_depth")
+        if (
+            not isinstance(min_depth, bool)
+            and isinstance(min_depth, int)
+            and min_depth > self.max_depth
+        ):
+            raise ValueError(
+                f"decoder.min_depth={min_depth} must be <= decoder.max_depth={self.max_depth} (main decodes "
+                f"L={self.num_layers} layers; decoder.depth caps max_depth); lower decoder.min_depth or "
+                f"raise decoder.max_depth ({conf})"
+            )
+        self.min_depth = check_depth(min_depth, self.max_depth, "decoder.min_depth", conf)
         self.epsilon = float(epsilon)
         self.tokens_per_layer = main.config.tokens_per_layer
         self.chunk_size = tokenizer.config.chunk_size

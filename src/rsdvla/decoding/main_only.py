@@ -20,14 +20,19 @@ from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
 from rsdvla.tokenizer import layers_to_codes
 
 
-def check_depth(depth: int | None, num_layers: int, field: str = "decoder.depth") -> int:
+def check_depth(
+    depth: int | None,
+    num_layers: int,
+    field: str = "decoder.depth",
+    conf: str = "conf/decoder/main_only.yaml",
+) -> int:
     """``depth`` (None: all) as an int in ``1..num_layers``, else one line naming the field."""
     if depth is None:
         return num_layers
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= num_layers:
         raise ValueError(
             f"{field}={depth!r} is out of range: main decodes L={num_layers} layers; "
-            f"set {field} to an integer in 1..{num_layers} (conf/decoder/main_only.yaml) or null for all"
+            f"set {field} to an integer in 1..{num_layers} ({conf}) or null for all"
         )
     return depth
 

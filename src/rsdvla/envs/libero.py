@@ -352,6 +352,20 @@ class LiberoEnv:
             self.diagnostics.reset(raw)
         return self._observation(raw)
 
+    def reset_sampled(self, seed: int) -> dict[str, np.ndarray]:
+        """Reset to a fresh initial state drawn by LIBERO's own placement sampler, then wait.
+
+        The sampler draws from numpy's global generator, which is seeded with `seed` first, so a
+        seed gives one initial state (the suite's 50 fixed states were drawn the same way, from
+        other seeds). Used for training demos that must not share the evaluation's states.
+        """
+        np.random.seed(int(seed) % 2**32)
+        self.env.reset()
+        raw = None
+        for _ in range(NUM_STEPS_WAIT):
+            raw, _, _, _ = self.env.step(list(DUMMY_ACTION))
+        return self._observation(raw)
+
     def step(self, action) -> tuple[dict[str, np.ndarray], bool, dict]:
         """Apply one action [7] (LIBERO's convention, gripper -1 open / +1 close)."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)

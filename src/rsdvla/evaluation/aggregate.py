@@ -44,12 +44,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 
 def success_block(records: Sequence[dict]) -> dict:
-    """``episodes``, ``successes``, ``success_rate`` and its ``success_ci95`` ``[low, high]``."""
+    """``episodes``, ``successes``, ``success_rate`` and its ``success_ci95`` ``[low, high]``.
+
+    Episodes that replay one fixed initial state (``env.allow_repeats``: trials k and k+50) are
+    not independent: the interval counts distinct ``(suite, task, init_state_index)`` as its n
+    (``independent_initial_states``), at the episodes' success rate; ``repeated_episodes`` says
+    how many episodes repeated a state.
+    """
     n = len(records)
     wins = sum(bool(r["success"]) for r in records)
-    low, high = wilson_interval(wins, n)
+    states = {
+        (r.get("suite"), r.get("task_id"), r.get("init_state_index", r.get("trial")))
+        for r in records
+    }
+    independent = len(states)
+    low, high = wilson_interval(wins / n * independent if n else 0, independent)
     return {
         "episodes": n,
+        "independent_initial_states": independent,
+        "repeated_episodes": n - independent,
         "successes": wins,
         "success_rate": wins / n if n else None,
         "success_ci95": [low, high],

@@ -78,7 +78,8 @@ def choose_libero_points(rows: list[dict], cfg: DictConfig) -> list[str]:
     lowest action error up (the most accurate fast settings are the ones success can confirm)."""
     points = [{"speedup": r.get("offline_speedup"), "error": r.get("action_mse")} for r in rows]
     on, near = frontier_flags(points), frontier_flags(points, float(cfg.near))
-    chosen = [str(n) for n in cfg.always]
+    names = {r["name"] for r in rows}  # `always` entries left out by frontier.only are skipped
+    chosen = [str(n) for n in cfg.always if str(n) in names]
     for group in (on, near):
         ranked = sorted(
             (r for r, flag in zip(rows, group, strict=True) if flag),
@@ -105,9 +106,38 @@ def setting_overrides(cfg: DictConfig, name: str) -> list[str]:
     return [str(o) for o in settings[name]]
 
 
-def train_context_draft(cfg: DictConfig) -> None:
+def chosen_settings(cfg: DictConfig) -> list[str]:
+    """The settings this run evaluates: ``frontier.only`` (names, in that order) or all of
+    ``frontier.settings``. Hydra merges ``frontier.settings={...}`` into the defaults, so
+    ``frontier.only=[a,b]`` is how a run is cut down to some (new settings: ``+frontier.settings.x=[...]``)."""
+    fr = cfg.frontier
+    only = fr.get("only")
+    if only is None:
+        return [str(n) for n in fr.settings]
+    names = [str(n) for n in only]
+    for name in names:
+        if name not in fr.settings:
+            raise ValueError(
+                f"frontier.only: {name!r} is not in frontier.settings ({', '.join(map(str, fr.settings))}); "
+                "fix frontier.only, or add the setting with +frontier.settings.<name>=[...]"
+            )
+    return names
+
+
+def needs_context_draft(cfg: DictConfig, names: list[str]) -> bool:
+    """Whether a chosen setting loads ``frontier.context_draft`` (one of its overrides names it)."""
+    target = str(cfg.frontier.context_draft)
+    return any(
+        str(o).partition("=")[2] == target for name in names for o in setting_overrides(cfg, name)
+    )
+
+
+def train_context_draft(cfg: DictConfig, names: list[str] | None = None) -> None:
     fr = cfg.frontier
     target = Path(fr.context_draft)
+    if names is not None and not needs_context_draft(cfg, names):
+        log.info("no chosen setting uses the context draft %s: training skipped", target)
+        return
     if target.exists():
         log.info("context draft %s exists: training skipped", target)
         return
@@ -129,11 +159,13 @@ def point_identity(cfg: DictConfig, name: str, stack) -> dict:
     """What a point's numbers depend on: its ``evaluate.py`` overrides (common + setting) and the
     content hashes of the checkpoints it loaded. The LIBERO point of a setting has this identity;
     its offline point adds ``offline`` (the offline overrides)."""
+    from rsdvla.data.store import HiddenStateStore
     from rsdvla.evaluation.stack import content_hashes
 
     return {
         "overrides": [*map(str, cfg.frontier.common), *setting_overrides(cfg, name)],
         "checkpoints": content_hashes(stack),
+        "store": HiddenStateStore(cfg.frontier.store).fingerprint(),  # content, not path
     }
 
 
@@ -448,8 +480,8 @@ def run_frontier(cfg: DictConfig) -> dict:
     work = Path(fr.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(fr, work / "frontier.yaml")
-    train_context_draft(cfg)
-    names = [str(n) for n in fr.settings]
+    names = chosen_settings(cfg)
+    train_context_draft(cfg, names)
     offline = {name: run_offline_point(cfg, name) for name in names}
     rows = [row_for(n, offline[n], None, False) for n in names]
     on = frontier_flags([{"speedup": r["offline_speedup"], "error": r["action_mse"]} for r in rows])

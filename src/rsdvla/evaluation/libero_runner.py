@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ class LiberoEvalSettings:
     shard_id: int = 0
     num_envs: int = 1
     worker_timeout_s: float = 600.0
+    allow_training_states: bool = False
+    allow_repeats: bool = False
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> LiberoEvalSettings:
@@ -92,15 +95,18 @@ class LiberoEvalSettings:
         env = cfg.env
         task_ids = env.get("task_ids")
         if task_ids is not None:
-            task_ids = (
-                (int(task_ids),) if isinstance(task_ids, int) else tuple(int(t) for t in task_ids)
-            )
+            values = [task_ids] if isinstance(task_ids, (int, str)) else list(task_ids)
+            task_ids = tuple(_integer("env.task_ids", t, "e.g. env.task_ids=[0,3]") for t in values)
         cameras = env.get("cameras")
         return cls(
             suite=str(env.suite),
             task_ids=task_ids,
-            trials=int(cfg.trials),
-            first_trial=int(env.get("first_trial", 0)),
+            trials=_integer("trials", cfg.trials, "e.g. trials=50"),
+            first_trial=_integer(
+                "env.first_trial", env.get("first_trial", 0), "e.g. env.first_trial=0"
+            ),
+            allow_training_states=bool(env.get("allow_training_states", False)),
+            allow_repeats=bool(env.get("allow_repeats", False)),
             max_steps=None if env.get("max_steps") is None else int(env.max_steps),
             cameras=None if cameras is None else bool(cameras),
             camera_size=int(env.get("camera_size", 256)),
@@ -135,6 +141,23 @@ class LiberoEvalSettings:
             raise ValueError(
                 f"trials={self.trials}: must be at least 1 episode per task; e.g. trials=50"
             )
+        end = self.first_trial + self.trials
+        if end > FIXED_INITIAL_STATES and not self.allow_repeats:
+            raise ValueError(
+                f"env.first_trial={self.first_trial}, trials={self.trials} runs trials up to {end - 1}, past the "
+                f"suite's {FIXED_INITIAL_STATES} fixed initial states, so trial k and k+{FIXED_INITIAL_STATES} would "
+                f"replay one state as two episodes; keep env.first_trial + trials <= {FIXED_INITIAL_STATES}, or "
+                "set env.allow_repeats=true (repeats are recorded, intervals count distinct initial states)"
+            )
+
+    def initial_states(self) -> list[int]:
+        """The fixed initial state indices this plan starts episodes from (sorted, distinct)."""
+        return sorted(
+            {
+                t % FIXED_INITIAL_STATES
+                for t in range(self.first_trial, self.first_trial + self.trials)
+            }
+        )
 
     def for_policy(self, required_obs: Sequence[str]) -> LiberoEvalSettings:
         """Settings with ``cameras`` decided: ``None`` -> on iff the policy reads images or videos
@@ -149,6 +172,56 @@ class LiberoEvalSettings:
         if self.videos and not cameras:
             raise ValueError("env.videos=true needs camera images; set env.cameras=true (or null)")
         return replace(self, cameras=cameras)
+
+
+FIXED_INITIAL_STATES = 50
+"""Fixed initial states per task in every LIBERO suite (trial k starts from state k mod 50)."""
+
+
+def _integer(field: str, value, example: str) -> int:
+    """``value`` as an int, or one line naming ``field`` (``trials=ten`` is not a count)."""
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{field}={value!r}: must be an integer; {example}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}={value!r}: must be an integer; {example}") from None
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0..2, 5``."""
+    out, values = [], sorted(values)
+    for _, group in groupby(enumerate(values), key=lambda iv: iv[1] - iv[0]):
+        run = [v for _, v in group]
+        out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
+def check_training_states(settings: LiberoEvalSettings, recorded_store: dict, where: str) -> None:
+    """Refuse a plan that starts episodes from fixed initial states the training demos started
+    from (``recorded_store["fixed_initial_states"]``, from the checkpoint's lineage), unless
+    ``env.allow_training_states=true``. Unknown (stores from before it was recorded): a warning."""
+    used = recorded_store.get("fixed_initial_states")
+    if used is None:
+        log.warning(
+            "%s: its store does not record which fixed initial states its demos started from; "
+            "evaluation may overlap training states (re-extract the store to record it)",
+            where,
+        )
+        return
+    overlap = sorted(set(settings.initial_states()) & {int(i) for i in used})
+    if overlap and not settings.allow_training_states:
+        free = sorted(set(range(FIXED_INITIAL_STATES)) - {int(i) for i in used})
+        hint = (
+            f"start from states no demo used ({_ranges(free)}), e.g. env.first_trial={free[0]}"
+            if free
+            else "every fixed state was used for training"
+        )
+        raise ValueError(
+            f"env.first_trial={settings.first_trial}, trials={settings.trials}: the plan starts from initial states "
+            f"{_ranges(overlap)} that {where}'s training demos started from ({recorded_store.get('path')}); "
+            f"{hint}, or set env.allow_training_states=true to evaluate on them anyway"
+        )
 
 
 def check_gl_backend() -> None:

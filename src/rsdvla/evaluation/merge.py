@@ -94,14 +94,12 @@ def merge_episode_files(files: Sequence[Path], only: set | None = None) -> dict:
     if only is not None:
         planned = set(only)
         records = [r for r in records if record_key(r) in planned]
-    stray = [r for r in records if record_key(r) not in planned]
-    if stray:
-        raise ValueError(
-            f"{len(stray)} episode(s) such as {record_key(stray[0])} are not in the plan their run file "
-            f"records ({plan['suite']}, trials {plan['first_trial']}..); the episode files were edited "
-            "or mixed: merge files of one evaluation"
-        )
+    # Episodes of an earlier plan of the same settings (a resume with other task ids, trials or
+    # first trial: the run file records the latest plan) are valid but not this plan's: left out.
+    outside = [r for r in records if record_key(r) not in planned]
+    records = [r for r in records if record_key(r) in planned]
     summary = summarize(records)
+    summary["episodes_outside_plan"] = len(outside)
     present = {record_key(r) for r in records if not is_error(r)}  # an error record is missing
     num_shards = int(plan.get("num_shards", 1))
     summary["planned_episodes"] = len(planned)

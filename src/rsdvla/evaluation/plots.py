@@ -56,7 +56,14 @@ def plot_summary(summary: dict, path: str | os.PathLike, title: str = "") -> Pat
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except OSError as err:  # full disk, read-only folder: no temp file is left behind
+        tmp.unlink(missing_ok=True)
+        raise ValueError(
+            f"{path}: cannot write ({err.strerror}); free space or fix permissions and rerun"
+        ) from None
+    finally:
+        plt.close(fig)
     return path

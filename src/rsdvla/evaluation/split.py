@@ -28,7 +28,7 @@ def use_trained_split(cfg: DictConfig, stack) -> None:
     """The offline held-out split is main's own: ``data.val_fraction``/``data.seed`` come from main's
     checkpoint, and a draft trained on another split is refused (its training episodes could be
     main's held-out ones). Also refuses a store of another backbone than main's."""
-    from rsdvla.checkpoints import CheckpointError, check_store_backbone
+    from rsdvla.checkpoints import CheckpointError, check_store_backbone, check_store_content
     from rsdvla.data.store import HiddenStateStore
 
     store = HiddenStateStore(cfg.data.path)
@@ -40,6 +40,19 @@ def use_trained_split(cfg: DictConfig, stack) -> None:
         f"{cfg.ckpt.main}: main",
         f"data.path={cfg.data.path}",
         "evaluate on a store extracted with the backbone settings main was trained on",
+    )
+    chunk = recorded_store.get("chunk_size")
+    if chunk is not None and int(chunk) != int(store.chunk_shape[0]):
+        raise CheckpointError(
+            f"data.path={cfg.data.path}: action chunks of {store.chunk_shape[0]} steps but {cfg.ckpt.main}: main "
+            f"was trained on chunks of {chunk}; evaluate on a store extracted with chunk_size={chunk}"
+        )
+    check_store_content(
+        recorded_store,
+        store,
+        f"{cfg.ckpt.main}: main",
+        f"data.path={cfg.data.path}",
+        "evaluate on the store main was trained on (its held-out split and normalization are that store's)",
     )
     split = trained_split(stack.main)
     if split is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from rsdvla.checkpoints import (
 )
 from rsdvla.cli import build
 from rsdvla.data.normalization import ActionNormalizer
-from rsdvla.decoding.precision import cast_for_decoding, resolve_precision
+from rsdvla.decoding.precision import cast_for_decoding, exactness_note, resolve_precision
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.models.context_draft import ContextDraft
 from rsdvla.tokenizer import RFSQTokenizer
@@ -54,7 +55,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device={name} but no CUDA GPU is visible; use device=cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:  # torch lists every device type it knows
+        raise ValueError(
+            f"device={name}: not a torch device; use device=cpu, device=cuda[:N] or device=auto"
+        ) from None
 
 
 def decoder_needs_draft(decoder_cfg: DictConfig) -> bool:
@@ -110,4 +116,7 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     cast_for_decoding(dtype, main, draft)  # content hashes stay those of the float32 files
     decoder = build(cfg.decoder, main=main, draft=draft, tokenizer=tokenizer)
     baseline = MainOnlyDecoder(main=main, tokenizer=tokenizer)
+    note = exactness_note(decoder, precision, device)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return EvalStack(tokenizer, main, draft, decoder, baseline, normalizer, device, precision)
