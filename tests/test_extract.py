@@ -184,6 +184,20 @@ def test_finished_store_is_kept_unless_overwrite(tmp_path):
     assert run(extract_cfg(demos_dir, out, "state", "overwrite=true"))["samples"] == 5
 
 
+def test_finished_store_of_demos_that_changed_since_is_refused(tmp_path):
+    """Recollected demos in the same folder (same file names): the finished store is not reused."""
+    demos_dir, _ = make_demo_dir(tmp_path, lengths=((3,), (2,)))
+    out = tmp_path / "done.h5"
+    run(extract_cfg(demos_dir, out, "state"))
+    make_demo_dir(tmp_path, lengths=((3,), (2,)), seed=5)  # rewrites the same two files
+    with pytest.raises(StoreError, match=r"already extracted, but from other demos.*action_stats"):
+        run(extract_cfg(demos_dir, out, "state"))
+    other_dir, _ = make_demo_dir(tmp_path / "other", lengths=((3,), (2,)))
+    with pytest.raises(StoreError, match=r"other demos.*source_files.*overwrite=true"):
+        run(extract_cfg(other_dir, out, "state"))
+    assert run(extract_cfg(demos_dir, out, "state", "overwrite=true"))["samples"] == 5
+
+
 def test_resume_with_other_demos_is_refused(tmp_path):
     demos_dir, _ = make_demo_dir(tmp_path)
     out = tmp_path / "mixed.h5"

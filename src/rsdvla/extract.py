@@ -112,6 +112,28 @@ def _check_resume(writer: HiddenStateStoreWriter, stats: dict, sources: list[str
             )
 
 
+def check_finished_store(out: Path, demos: LiberoDemoSet) -> None:
+    """A finished store at ``out`` is reused only when it was extracted from ``demos`` (the same
+    files and the same action statistics); otherwise one line: its demos changed since."""
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        recorded = {
+            "source_files": json.loads(f.attrs.get("source_files", "[]")),
+            "action_stats": json.loads(f.attrs.get("action_stats", "{}")),
+        }
+    mine = {
+        "source_files": [str(p) for p in demos.files],
+        "action_stats": fit_statistics(demos).to_dict(),
+    }
+    for key in ("source_files", "action_stats"):
+        if json.loads(json.dumps(mine[key])) != recorded[key]:
+            raise StoreError(
+                f"{out}: already extracted, but from other demos (its attribute `{key}` differs from "
+                "what `demos` holds now); set overwrite=true to extract again, or choose another out"
+            )
+
+
 def run(cfg: DictConfig) -> dict:
     """Extract a hidden-state store; returns ``{"samples", "episodes", "seconds", "samples_per_second", "path"}``.
 
@@ -126,8 +148,11 @@ def run(cfg: DictConfig) -> dict:
     overwrite = bool(cfg.get("overwrite", False))
     if out.exists() and not overwrite:
         store = HiddenStateStore(out)
+        check_finished_store(out, LiberoDemoSet(_demo_sources(cfg.demos), required_obs=()))
         log.info(
-            "%s already exists (%d samples); set overwrite=true to extract again", out, len(store)
+            "%s already exists (%d samples, from these demos); set overwrite=true to extract again",
+            out,
+            len(store),
         )
         return {
             "samples": 0,
