@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rsdvla.backbones import oft_loading
 from rsdvla.backbones.oft_loading import (
     OPENVLA_EXTRA_FIX,
+    check_not_film,
     check_remote_code,
     resolve_proprio_projector,
     version_problems,
@@ -416,6 +417,29 @@ def test_checkpoint_without_remote_code_is_named(tmp_path):
         check_remote_code(tmp_path)
     (tmp_path / "modeling_prismatic.py").write_text("")
     check_remote_code(tmp_path)
+
+
+def test_film_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text('{"model_type": "openvla"}')
+    check_not_film(tmp_path)  # a plain checkpoint passes
+    (tmp_path / "config.json").write_text('{"model_type": "openvla", "use_film": true}')
+    with pytest.raises(ValueError, match="config.json: use_film is true; FiLM") as err:
+        check_not_film(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "config.json").write_text('{"model_type": "openvla", "use_film": false}')
+    (tmp_path / "vision_backbone--50000_checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="vision_backbone--50000_checkpoint.pt: a FiLM vision"):
+        check_not_film(tmp_path)
+    # the backbone refuses it before loading anything
+    (tmp_path / "config.json").write_text(
+        '{"use_film": true, "auto_map": {"AutoModelForVision2Seq": "modeling_prismatic.X"}}'
+    )
+    (tmp_path / "modeling_prismatic.py").write_text("")
+    from rsdvla.backbones import openvla_oft
+
+    monkeypatch.setattr(openvla_oft, "check_versions", lambda: None)
+    with pytest.raises(ValueError, match="FiLM checkpoints are not supported"):
+        openvla_oft.OpenVLAOFTBackbone(checkpoint=str(tmp_path), device="cpu")
 
 
 def test_proprio_projector_resolution(tmp_path):
