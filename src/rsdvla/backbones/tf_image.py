@@ -117,14 +117,14 @@ def lanczos3_spans(input_size: int, output_size: int) -> tuple[np.ndarray, np.nd
 def _gather(values: np.ndarray, starts: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
     """Weighted sums along ``axis`` of float32 ``values``: one float32 multiply-add per span tap."""
     size = values.shape[axis]
-    moved = np.moveaxis(values, axis, 0)
+    moved = np.ascontiguousarray(np.moveaxis(values, axis, 0))
     out = np.zeros((len(starts),) + moved.shape[1:], F32)
     expand = (slice(None),) + (None,) * (moved.ndim - 1)
     for k in range(weights.shape[1]):
         index = np.minimum(starts + k, size - 1)  # past the edge the weight is 0: adds +0.0
         weight = np.where(starts + k < size, weights[:, k], F32(0.0))
         out += moved[index] * weight[expand]
-    return np.moveaxis(out, 0, axis)
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 def resize_lanczos3(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -189,7 +189,8 @@ def crop_and_resize(
     top, bottom, y_lerp = _crop_axis(y1, y2, in_h, height)
     left, right, x_lerp = _crop_axis(x1, x2, in_w, width)
     x_lerp = x_lerp[None, :, None]
-    upper_row, lower_row = values[top], values[bottom]
-    upper = upper_row[:, left] + (upper_row[:, right] - upper_row[:, left]) * x_lerp
-    lower = lower_row[:, left] + (lower_row[:, right] - lower_row[:, left]) * x_lerp
+    upper_row, lower_row = values.take(top, axis=0), values.take(bottom, axis=0)
+    upper_left, lower_left = upper_row.take(left, axis=1), lower_row.take(left, axis=1)
+    upper = upper_left + (upper_row.take(right, axis=1) - upper_left) * x_lerp
+    lower = lower_left + (lower_row.take(right, axis=1) - lower_left) * x_lerp
     return (upper + (lower - upper) * y_lerp[:, None, None]).astype(F32)
