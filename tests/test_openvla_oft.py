@@ -475,3 +475,47 @@ def test_extract_cli_prints_one_line_for_unsupported_versions(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and OPENVLA_EXTRA_FIX in lines[0] and problems[0] in lines[0]
+
+
+@pytest.mark.openvla
+@pytest.mark.sim
+def test_oft_smoke_runs_every_stage_on_cpu(tmp_path, oft_checkpoint):
+    """``python quickstart.py experiment=oft_smoke`` on the tiny checkpoint, on CPU: camera demos,
+    extraction with the proprio projector, training, offline and LIBERO evaluation, the table."""
+    pytest.importorskip("libero")
+    work = tmp_path / "smoke"
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", "egl")
+    if _torchvision_problem():
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SHARED_OFT / "harness"), env.get("PYTHONPATH")) if p
+        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "quickstart.py"),
+            "experiment=oft_smoke",
+            f"backbone.checkpoint={oft_checkpoint}",
+            "backbone.device=cpu",
+            f"backbone.hidden_dim={TINY_H}",
+            f"work_dir={work}",
+            f"hydra.run.dir={work / 'hydra'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import json
+
+    smoke = json.loads((work / "results.json").read_text())["smoke"]
+    assert set(smoke["stages"]) >= {"collect", "extract", "train_main", "libero_rsd_agreement"}
+    assert set(smoke["stages"].values()) == {"passed"}
+    assert smoke["hidden_shape"][1] == TINY_H and smoke["hidden_shape"][0] > 0
+    backbone = smoke["store_identity"]["backbone"]
+    assert "pool=action" in backbone and "attn=bidirectional" in backbone
+    assert f"proprio={PROJECTOR_FILE}" in backbone
+    assert "rsdvla smoke" in result.stdout

@@ -36,7 +36,15 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"data.name={cfg.data_name}",
         f"paths.artifacts_dir={cfg.artifacts_dir}",
     ]
-    stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"])]
+    extra = cfg.get("extra") or {}
+    stages = [Stage("collect", "collect.py", list(cfg.collect))] if cfg.get("collect") else []
+    stages.append(
+        Stage(
+            "extract",
+            "extract.py",
+            [f"demos={cfg.demos}", f"out={cfg.store}", *extra.get("extract", [])],
+        )
+    )
     for model, overrides in cfg.train.items():
         stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
     for name, decoder in cfg.decoders.items():
@@ -54,7 +62,14 @@ def plan(cfg: DictConfig) -> list[Stage]:
             Stage(
                 f"libero_{name}",
                 "evaluate.py",
-                ["env=libero", *data, *libero, *decoder, "eval.restart=true"],
+                [
+                    "env=libero",
+                    *data,
+                    *libero,
+                    *decoder,
+                    *extra.get("libero", []),
+                    "eval.restart=true",
+                ],
             )
         )
     return stages
@@ -94,5 +109,9 @@ def run(cfg: DictConfig) -> dict:
     from rsdvla.evaluation.quickstart_report import report
 
     results = report(work, list(cfg.decoders), timings)
+    if cfg.get("smoke"):
+        from rsdvla.evaluation.quickstart_report import smoke_report
+
+        results["smoke"] = smoke_report(work, cfg.store, timings)
     write_json_atomic(work / "results.json", results)
     return results
