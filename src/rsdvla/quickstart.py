@@ -37,6 +37,7 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"paths.artifacts_dir={cfg.artifacts_dir}",
     ]
     extra = cfg.get("extra") or {}
+    decoders = active_decoders(cfg)
     stages = [Stage("collect", "collect.py", list(cfg.collect))] if cfg.get("collect") else []
     stages.append(
         Stage(
@@ -47,7 +48,7 @@ def plan(cfg: DictConfig) -> list[Stage]:
     )
     for model, overrides in cfg.train.items():
         stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
-    for name, decoder in cfg.decoders.items():
+    for name, decoder in decoders.items():
         stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder]))
     lib = cfg.libero
     libero = [
@@ -56,7 +57,7 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"trials={lib.trials}",
         f"env.first_trial={lib.first_trial}",
     ]
-    for name, decoder in cfg.decoders.items():
+    for name, decoder in decoders.items():
         stages.append(
             # eval.restart: a stage rerun with other settings (a changed command) starts over
             Stage(
@@ -73,6 +74,11 @@ def plan(cfg: DictConfig) -> list[Stage]:
             )
         )
     return stages
+
+
+def active_decoders(cfg: DictConfig) -> dict:
+    """``cfg.decoders`` without the ones an experiment switched off (set to null)."""
+    return {name: overrides for name, overrides in cfg.decoders.items() if overrides is not None}
 
 
 def run_stage(stage: Stage, work: Path, force: bool) -> float:
@@ -108,7 +114,7 @@ def run(cfg: DictConfig) -> dict:
     from rsdvla.evaluation.aggregate import write_json_atomic
     from rsdvla.evaluation.quickstart_report import report
 
-    results = report(work, list(cfg.decoders), timings)
+    results = report(work, list(active_decoders(cfg)), timings)
     if cfg.get("smoke"):
         from rsdvla.evaluation.quickstart_report import smoke_report
 
