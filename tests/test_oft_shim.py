@@ -62,8 +62,8 @@ def both():
 
 def test_ours_is_not_the_published_package(both):
     (ours, _), (theirs, _) = both
-    assert Path(ours.__file__).resolve().is_relative_to(SHIM_DIR)
-    assert Path(theirs.__file__).resolve().is_relative_to(SHARED_SHIM)
+    assert Path(ours.__file__).resolve().is_relative_to(SHIM_DIR.resolve())
+    assert Path(theirs.__file__).resolve().is_relative_to(SHARED_SHIM.resolve())
 
 
 def test_constants_equal_the_published_libero_ones(both):
