@@ -12,8 +12,17 @@ from omegaconf import OmegaConf
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
+QUICKSTART_EXPERIMENTS = {"oft_smoke"}  # experiments of quickstart.py (tests/test_quickstart.py)
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes(tmp_path, experiment):
+    if experiment in QUICKSTART_EXPERIMENTS:
+        cfg = compose_config(
+            "quickstart", [f"experiment={experiment}", "backbone.checkpoint=/c"], tmp_path
+        )
+        assert cfg.store and cfg.demos and cfg.train
+        return
     root = "evaluate" if experiment.startswith("eval_") else "train"
     cfg = compose_config(root, [f"experiment={experiment}"], tmp_path)
     assert cfg.data.path and cfg.data.name

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rsdvla.backbones import oft_loading
 from rsdvla.backbones.oft_loading import (
     OPENVLA_EXTRA_FIX,
+    check_not_film,
     check_remote_code,
     resolve_proprio_projector,
     version_problems,
@@ -418,6 +419,29 @@ def test_checkpoint_without_remote_code_is_named(tmp_path):
     check_remote_code(tmp_path)
 
 
+def test_film_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text('{"model_type": "openvla"}')
+    check_not_film(tmp_path)  # a plain checkpoint passes
+    (tmp_path / "config.json").write_text('{"model_type": "openvla", "use_film": true}')
+    with pytest.raises(ValueError, match="config.json: use_film is true; FiLM") as err:
+        check_not_film(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "config.json").write_text('{"model_type": "openvla", "use_film": false}')
+    (tmp_path / "vision_backbone--50000_checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="vision_backbone--50000_checkpoint.pt: a FiLM vision"):
+        check_not_film(tmp_path)
+    # the backbone refuses it before loading anything
+    (tmp_path / "config.json").write_text(
+        '{"use_film": true, "auto_map": {"AutoModelForVision2Seq": "modeling_prismatic.X"}}'
+    )
+    (tmp_path / "modeling_prismatic.py").write_text("")
+    from rsdvla.backbones import openvla_oft
+
+    monkeypatch.setattr(openvla_oft, "check_versions", lambda: None)
+    with pytest.raises(ValueError, match="FiLM checkpoints are not supported"):
+        openvla_oft.OpenVLAOFTBackbone(checkpoint=str(tmp_path), device="cpu")
+
+
 def test_proprio_projector_resolution(tmp_path):
     with pytest.raises(FileNotFoundError, match="auto: 0 proprio_projector"):
         resolve_proprio_projector("auto", tmp_path)
@@ -484,3 +508,47 @@ def test_a_batched_policy_call_with_mixed_instructions_equals_each_episode_alone
         for obs, s in zip(episodes, (1, 2), strict=True)
     ]
     np.testing.assert_allclose(np.stack(together), np.stack(alone), rtol=0, atol=1e-4)
+
+
+@pytest.mark.openvla
+@pytest.mark.sim
+def test_oft_smoke_runs_every_stage_on_cpu(tmp_path, oft_checkpoint):
+    """``python quickstart.py experiment=oft_smoke`` on the tiny checkpoint, on CPU: camera demos,
+    extraction with the proprio projector, training, offline and LIBERO evaluation, the table."""
+    pytest.importorskip("libero")
+    work = tmp_path / "smoke"
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", "egl")
+    if _torchvision_problem():
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SHARED_OFT / "harness"), env.get("PYTHONPATH")) if p
+        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "quickstart.py"),
+            "experiment=oft_smoke",
+            f"backbone.checkpoint={oft_checkpoint}",
+            "backbone.device=cpu",
+            f"backbone.hidden_dim={TINY_H}",
+            f"work_dir={work}",
+            f"hydra.run.dir={work / 'hydra'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import json
+
+    smoke = json.loads((work / "results.json").read_text())["smoke"]
+    assert set(smoke["stages"]) >= {"collect", "extract", "train_main", "libero_rsd_agreement"}
+    assert set(smoke["stages"].values()) == {"passed"}
+    assert smoke["hidden_shape"][1] == TINY_H and smoke["hidden_shape"][0] > 0
+    backbone = smoke["store_identity"]["backbone"]
+    assert "pool=action" in backbone and "attn=bidirectional" in backbone
+    assert f"proprio={PROJECTOR_FILE}" in backbone
+    assert "rsdvla smoke" in result.stdout

@@ -79,3 +79,51 @@ def test_report_merges_offline_and_libero_summaries(tmp_path):
         and row["libero_speedup"] == 1.2
     )
     assert row["acceptance_per_layer"] == [0.9, 0.8, 0.7] and row["action_mse"] == 0.01
+
+
+def test_oft_smoke_plan_runs_every_stage_with_the_oft_backbone(tmp_path):
+    """``experiment=oft_smoke``: collect with cameras first, the OFT backbone in extraction and in
+    LIBERO, training on the store's width; every stage's command composes under its own script."""
+    cfg = compose_config(
+        "quickstart",
+        ["experiment=oft_smoke", "backbone.checkpoint=/ckpt", f"work_dir={tmp_path}"],
+        tmp_path,
+    )
+    stages = quickstart.plan(cfg)
+    names = [s.name for s in stages]
+    assert names[:2] == ["collect", "extract"] and "train_draft" in names
+    # one RSD decoder: the quickstart's other decoders are switched off (null)
+    assert [n for n in names if n.startswith(("offline_", "libero_"))] == [
+        "offline_rsd_agreement",
+        "libero_rsd_agreement",
+    ]
+    collect, extract = stages[0], stages[1]
+    assert "cameras=true" in collect.overrides and f"out={tmp_path}/demos" in collect.overrides
+    assert f"demos={tmp_path}/demos" in extract.overrides
+    for stage in stages:
+        if stage.name == "extract" or stage.name.startswith("libero_"):
+            for setting in (
+                "backbone=openvla_oft",
+                "backbone.checkpoint=/ckpt",
+                "backbone.pooling=action",
+                "backbone.attention=bidirectional",
+                "backbone.proprio_projector=auto",
+            ):
+                assert setting in stage.overrides, (stage.name, setting)
+        if stage.name.startswith("train_"):
+            assert (
+                "data=libero_hidden" in stage.overrides
+                and "data.hidden_dim=4096" in stage.overrides
+            )
+        config = {
+            "collect.py": "collect",
+            "extract.py": "extract",
+            "train.py": "train",
+            "evaluate.py": "evaluate",
+        }[stage.script]
+        composed = compose_config(config, list(stage.overrides), tmp_path)
+        if config == "extract":
+            assert composed.backbone.checkpoint == "/ckpt" and composed.backbone.pooling == "action"
+        if stage.name.startswith("libero_"):
+            assert composed.backbone.checkpoint == "/ckpt" and composed.env.kind == "libero"
+    assert cfg.smoke is True

@@ -74,6 +74,55 @@ def test_extraction_and_rollout_see_identical_pixels_and_hidden_states(tmp_path)
     torch.testing.assert_close(rollout_hidden, torch.from_numpy(extracted), rtol=0, atol=0)
 
 
+def test_env_and_demo_reader_give_the_backbone_the_same_proprio(tmp_path):
+    """A few simulator steps, (a) recorded by collect's `EpisodeRecorder` into a demo HDF5 and read
+    back by the demo reader, (b) as `LiberoEnv` observed them: the `proprio` the backbone gets
+    (OpenVLA-OFT's 8-dim state) is the same float32 vector, and equals OFT's own formula (eef pos,
+    robosuite's quat2axisangle of eef quat, gripper qpos).
+
+    Restoring a recorded `states` row (LIBERO's `set_init_state`) does *not* reproduce that step's
+    proprio exactly: robosuite observes after each `mj_step`, whose kinematics are those of the
+    state before integration, while a restored state is observed after `mj_forward` of the state
+    itself, one physics substep later (measured here: up to ~5e-3). Demos and rollouts both
+    observe through `env.step`, so they agree; observations regenerated from `states` would not.
+    """
+    pytest.importorskip("libero")
+    from robosuite.utils.transform_utils import quat2axisangle
+
+    from rsdvla.data.libero_demos import LiberoDemoSet, write_demo_file
+    from rsdvla.experts.demos import EpisodeRecorder
+
+    recorder = EpisodeRecorder(images=False, states=True)
+    actions = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 7))
+    observed = []
+    with libero.LiberoEnv("libero_object", 0, cameras=False) as env:
+        obs = env.reset(0)
+        for action in actions:  # the robot moves: the orientation and gripper change between rows
+            recorder.record(obs, action, env.sim.get_state().flatten())
+            oft = np.concatenate(
+                [
+                    obs["robot0_eef_pos"],
+                    quat2axisangle(obs["robot0_eef_quat"]),
+                    obs["robot0_gripper_qpos"],
+                ]
+            )
+            np.testing.assert_allclose(obs["proprio"], oft, rtol=0, atol=1e-6)
+            observed.append(obs["proprio"])
+            obs, _, _ = env.step(action)
+        arrays = recorder.arrays()
+        restored = np.stack(
+            [env._observation(env.env.set_init_state(s))["proprio"] for s in arrays["states"]]
+        )
+    path = write_demo_file(tmp_path / "t_demo.hdf5", [arrays], "pick up the alphabet soup")
+    (episode,) = LiberoDemoSet(path, required_obs=("proprio",)).episodes()
+    from_demo, from_env = episode.obs["proprio"], np.stack(observed)
+    assert from_demo.shape == from_env.shape == (len(actions), 8)
+    assert from_demo.dtype == from_env.dtype == np.float32
+    np.testing.assert_array_equal(from_demo, from_env)
+    assert np.abs(np.diff(from_env[:, 3:], axis=0)).max() > 1e-4  # not a static pose
+    np.testing.assert_allclose(restored, from_env, rtol=0, atol=2e-2)  # one substep apart
+
+
 # libero_spatial task 5, "pick up the black bowl on the ramekin and place it on the plate": its
 # stored initial states hold the bowl 11 cm above the ramekin; the physics of env.reset() + the
 # 10 wait steps must seat it. Measured after reset (mujoco 3.3.0 and 3.3.2): bowl centre 3.5 cm

@@ -38,10 +38,19 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"data.name={cfg.data_name}",
         f"paths.artifacts_dir={cfg.artifacts_dir}",
     ]
-    stages = [Stage("extract", "extract.py", [f"demos={cfg.demos}", f"out={cfg.store}"])]
+    extra = cfg.get("extra") or {}
+    decoders = active_decoders(cfg)
+    stages = [Stage("collect", "collect.py", list(cfg.collect))] if cfg.get("collect") else []
+    stages.append(
+        Stage(
+            "extract",
+            "extract.py",
+            [f"demos={cfg.demos}", f"out={cfg.store}", *extra.get("extract", [])],
+        )
+    )
     for model, overrides in cfg.train.items():
         stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
-    for name, decoder in cfg.decoders.items():
+    for name, decoder in decoders.items():
         stages.append(Stage(f"offline_{name}", "evaluate.py", ["env=offline", *data, *decoder]))
     lib = cfg.libero
     libero = [
@@ -51,16 +60,28 @@ def plan(cfg: DictConfig) -> list[Stage]:
         f"env.first_trial={lib.first_trial}",
         f"env.num_envs={default_num_envs(lib.get('num_envs'))}",
     ]
-    for name, decoder in cfg.decoders.items():
+    for name, decoder in decoders.items():
         stages.append(
             # eval.restart: a stage rerun with other settings (a changed command) starts over
             Stage(
                 f"libero_{name}",
                 "evaluate.py",
-                ["env=libero", *data, *libero, *decoder, "eval.restart=true"],
+                [
+                    "env=libero",
+                    *data,
+                    *libero,
+                    *decoder,
+                    *extra.get("libero", []),
+                    "eval.restart=true",
+                ],
             )
         )
     return stages
+
+
+def active_decoders(cfg: DictConfig) -> dict:
+    """``cfg.decoders`` without the ones an experiment switched off (set to null)."""
+    return {name: overrides for name, overrides in cfg.decoders.items() if overrides is not None}
 
 
 def run_stage(stage: Stage, work: Path, force: bool) -> float:
@@ -96,6 +117,10 @@ def run(cfg: DictConfig) -> dict:
     from rsdvla.evaluation.aggregate import write_json_atomic
     from rsdvla.evaluation.quickstart_report import report
 
-    results = report(work, list(cfg.decoders), timings)
+    results = report(work, list(active_decoders(cfg)), timings)
+    if cfg.get("smoke"):
+        from rsdvla.evaluation.quickstart_report import smoke_report
+
+        results["smoke"] = smoke_report(work, cfg.store, timings)
     write_json_atomic(work / "results.json", results)
     return results

@@ -128,6 +128,32 @@ def check_remote_code(directory: Path) -> None:
         )
 
 
+FILM_VISION_FILES = "vision_backbone--*_checkpoint.pt"
+
+
+def check_not_film(directory: Path) -> None:
+    """Refuse a FiLM checkpoint: this backbone runs ``predict_action`` with ``use_film=False``.
+
+    OpenVLA-OFT's FiLM runs (its ALOHA models) save the FiLM-wrapped vision backbone apart, as
+    ``vision_backbone--<step>_checkpoint.pt``, and are loaded with ``use_film=True``; a
+    ``use_film`` entry in config.json says the same. Either stops here instead of silently running
+    the plain vision backbone.
+    """
+    config_file = directory / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    film_files = sorted(p.name for p in directory.glob(FILM_VISION_FILES))
+    if config.get("use_film") or film_files:
+        where = (
+            f"{config_file}: use_film is true"
+            if config.get("use_film")
+            else (f"{directory / film_files[0]}: a FiLM vision backbone")
+        )
+        raise ValueError(
+            f"{where}; FiLM checkpoints are not supported (backbone=openvla_oft runs predict_action "
+            "with use_film=False): use a LIBERO checkpoint without FiLM"
+        )
+
+
 def check_oft_model(model: nn.Module, directory: Path) -> None:
     """The loaded class must be OpenVLA-OFT's (the action-slot path calls its input-building methods)."""
     missing = [name for name in OFT_METHODS if not hasattr(model, name)]

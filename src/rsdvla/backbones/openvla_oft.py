@@ -45,6 +45,7 @@ from rsdvla.backbones.oft_inputs import (
 )
 from rsdvla.backbones.oft_loading import (
     AUTO_MODEL_KEYS,
+    check_not_film,
     check_oft_model,
     check_remote_code,
     check_versions,
@@ -302,6 +303,7 @@ class OpenVLAOFTBackbone(PrismaticVLABackbone):
         check_versions()
         directory = resolve_checkpoint(str(checkpoint), allow_download)
         check_remote_code(directory)
+        check_not_film(directory)
         projector_file = (
             resolve_proprio_projector(str(proprio_projector), directory)
             if proprio_projector

@@ -17,10 +17,10 @@ What OpenVLA-OFT does (moojink/openvla-oft, ``experiments/robot/``):
    resize back to 224 x 224 (bilinear).
 4. Prompt: ``In: What action should the robot take to {task_label.lower()}?\\nOut:``.
 
-Steps 1-2 are :func:`policy_image`, step 3 is :func:`model_image`. We reproduce them with PIL
-(JPEG quality 95 as ``tf.image.encode_jpeg``'s default, Lanczos resampling, bilinear crop-resize).
-PIL and TensorFlow kernels differ slightly, so pixels are close to, not bit-identical with,
-OpenVLA-OFT's TensorFlow pipeline.
+Steps 1-2 are :func:`policy_image`, step 3 is :func:`model_image`. TensorFlow is not needed: the
+three TensorFlow ops are reimplemented in :mod:`rsdvla.backbones.tf_image` and give the same
+pixels as TensorFlow's (``tests/test_tf_image.py`` compares them with fixtures TensorFlow wrote
+from LIBERO renders and synthetic images; docs/evaluation.md has the figures).
 
 Camera names: one name per camera in every in-memory observation and batch (env wrapper, demo
 reader, policy, backbones): ``primary`` (third-person ``agentview``) and ``wrist``
@@ -30,12 +30,11 @@ demo HDF5 dataset names, which stay LIBERO's.
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+
+from rsdvla.backbones import tf_image
 
 OPENVLA_IMAGE_SIZE = 224
 CENTER_CROP_AREA = 0.9
@@ -68,14 +67,6 @@ def rotate_180(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image)[::-1, ::-1])
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
-    """Encode ``[h, w, 3]`` uint8 as JPEG and decode it again (as OpenVLA's RLDS builder does)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB"))
-
-
 def _check_frame(image: np.ndarray, what: str) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -92,15 +83,16 @@ def policy_image(
     """A raw LIBERO camera frame (as rendered, upside down) -> the policy's image.
 
     ``[h, w, 3]`` uint8 -> ``[size, size, 3]`` uint8: rotate 180 degrees once, JPEG round trip
-    (``jpeg``), Lanczos resize to ``size`` (skipped when the frame already has that size).
-    OpenVLA-OFT's ``get_libero_image`` + ``resize_image_for_policy``.
+    (``jpeg``; quality 95 as ``tf.image.encode_jpeg``'s default), Lanczos3 antialiased resize to
+    ``size`` (none when the frame already has that size, as ``tf.image.resize``), rounded half to
+    even and clipped. OpenVLA-OFT's ``get_libero_image`` + ``resize_image_for_policy``.
     """
     image = rotate_180(_check_frame(raw_frame, "policy_image"))
     if jpeg:
-        image = jpeg_roundtrip(image)
+        image = tf_image.jpeg_roundtrip(image, JPEG_QUALITY)
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), resample=Image.LANCZOS))
+    return tf_image.round_to_uint8(tf_image.resize_lanczos3(image, size, size))
 
 
 def policy_images(
@@ -123,14 +115,14 @@ def center_crop(
 ) -> np.ndarray:
     """Crop the central ``area`` fraction (side ``sqrt(area)``) and resize back to ``size`` (bilinear).
 
-    ``[h, w, 3]`` uint8 -> ``[size, size, 3]`` uint8 (``size`` defaults to ``h``).
+    ``[h, w, 3]`` uint8 -> ``[size, size, 3]`` uint8 (``size`` defaults to ``h``). OpenVLA-OFT's
+    ``center_crop_image``: to float in [0, 1], ``tf.image.crop_and_resize`` of the central box,
+    clipped, back to uint8 (times 255.5, truncated).
     """
-    height, width = image.shape[:2]
-    size = height if size is None else size
-    side = math.sqrt(min(max(area, 0.0), 1.0))
-    x0, y0 = width * (1 - side) / 2, height * (1 - side) / 2
-    box = (x0, y0, x0 + width * side, y0 + height * side)
-    return np.asarray(Image.fromarray(image).resize((size, size), resample=Image.BILINEAR, box=box))
+    size = image.shape[0] if size is None else size
+    values = tf_image.to_float(image)
+    cropped = tf_image.crop_and_resize(values, tf_image.center_box(area), size, size)
+    return tf_image.to_uint8(cropped)
 
 
 def model_image(

@@ -126,3 +126,30 @@ def report(work: Path, decoders: list[str], timings: dict[str, float]) -> dict:
     rows = collect_rows(work, decoders)
     Console(width=200).print(render(rows, timings))
     return {"rows": rows, "stage_seconds": timings}
+
+
+def smoke_report(work: Path, store_path, timings: dict[str, float]) -> dict:
+    """Print and return the smoke table: each stage passed (its ``.done`` marker) and its seconds,
+    the store's hidden-state shape and identity, and the identity each LIBERO stage ran against."""
+    from rsdvla.checkpoints import store_identity
+    from rsdvla.data.store import HiddenStateStore
+
+    store = HiddenStateStore(store_path)
+    identity = store_identity(store)
+    shape = [int(store.num_samples), int(store.hidden_dim)]
+    table = Table(title="rsdvla smoke: every stage of the pipeline")
+    for col in ("stage", "status", "seconds"):
+        table.add_column(col)
+    stages = {}
+    for name, seconds in timings.items():
+        passed = (work / name / ".done").exists()
+        stages[name] = "passed" if passed else "missing"
+        table.add_row(
+            name,
+            stages[name] + (" (done before)" if passed and not seconds else ""),
+            f"{seconds:.0f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"hidden states: {shape} (samples x H), store identity: {identity}")
+    return {"stages": stages, "hidden_shape": shape, "store_identity": identity}

@@ -1,57 +1,33 @@
-# Copied from moojink/openvla-oft@213c5ff8 prismatic/training/train_utils.py (MIT License,
-# Copyright (c) 2025 Moo Jin Kim, Chelsea Finn, Percy Liang).
-"""Utils for training/fine-tuning scripts."""
+"""Action masks over OpenVLA-OFT's ``labels``, the two functions its ``modeling_prismatic.py`` imports.
+
+Contract (what the model code relies on): ``labels`` is ``[B, L]`` int, ``IGNORE_INDEX`` wherever
+nothing is supervised (BOS, patches, prompt), then the supervised tokens: the current action's
+``ACTION_DIM`` tokens, the later actions of the chunk, and a stop token. Counting the supervised
+positions of each row from 1, the *current* action is supervised positions 1..``ACTION_DIM`` and
+the *next* actions are every later one; in both, only tokens above ``ACTION_TOKEN_BEGIN_IDX``
+(action-token ids, not the stop token) are marked. Both return ``[B, L]`` bool.
+"""
 
 import torch
 from prismatic.vla.constants import ACTION_DIM, ACTION_TOKEN_BEGIN_IDX, IGNORE_INDEX
 
 
-def get_current_action_mask(token_ids):
-    # Create a tensor marking positions of IGNORE_INDEX
-    newline_positions = token_ids != IGNORE_INDEX
-
-    # Calculate cumulative sum to identify regions between newlines
-    cumsum = torch.cumsum(newline_positions, dim=1)
-
-    # Create the mask
-    mask = (1 <= cumsum) & (cumsum <= ACTION_DIM)
-
-    # Extract the action part only
-    action_tokens_only_mask = token_ids > ACTION_TOKEN_BEGIN_IDX
-    mask = action_tokens_only_mask * mask
-
-    return mask
+def _supervised_rank(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` -> ``[B, L]``: how many supervised labels the row has up to and including here."""
+    return (labels != IGNORE_INDEX).long().cumsum(dim=1)
 
 
-def get_next_actions_mask(token_ids):
-    # Create a tensor marking positions of IGNORE_INDEX
-    newline_positions = token_ids != IGNORE_INDEX
-
-    # Calculate cumulative sum to identify regions between newlines
-    cumsum = torch.cumsum(newline_positions, dim=1)
-
-    # Create the mask
-    mask = cumsum > ACTION_DIM
-
-    # Extract the action part only
-    action_tokens_only_mask = token_ids > ACTION_TOKEN_BEGIN_IDX
-    mask = action_tokens_only_mask * mask
-
-    return mask
+def _is_action_token(labels: torch.Tensor) -> torch.Tensor:
+    return labels > ACTION_TOKEN_BEGIN_IDX
 
 
-def compute_token_accuracy(predicted_token_ids, ground_truth_token_ids, mask):
-    correct_preds = (predicted_token_ids == ground_truth_token_ids) & mask
-    accuracy = correct_preds.sum().float() / mask.sum().float()
-    return accuracy
+def get_current_action_mask(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` labels -> ``[B, L]`` bool: action tokens among the first ``ACTION_DIM`` supervised ones."""
+    rank = _supervised_rank(labels)
+    in_first_action = (rank >= 1) & (rank <= ACTION_DIM)
+    return in_first_action & _is_action_token(labels)
 
 
-def compute_actions_l1_loss(action_tokenizer, predicted_token_ids, ground_truth_token_ids, mask):
-    pred_continuous_actions = torch.tensor(
-        action_tokenizer.decode_token_ids_to_actions(predicted_token_ids[mask].cpu().numpy())
-    )
-    true_continuous_actions = torch.tensor(
-        action_tokenizer.decode_token_ids_to_actions(ground_truth_token_ids[mask].cpu().numpy())
-    )
-    l1_loss = torch.nn.functional.l1_loss(pred_continuous_actions, true_continuous_actions)
-    return l1_loss
+def get_next_actions_mask(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` labels -> ``[B, L]`` bool: action tokens after the first ``ACTION_DIM`` supervised ones."""
+    return (_supervised_rank(labels) > ACTION_DIM) & _is_action_token(labels)
