@@ -44,6 +44,27 @@ def test_finished_stage_is_skipped_unless_its_command_changed(tmp_path, monkeypa
     assert "a=2" in (tmp_path / "train_main" / ".done").read_text()
 
 
+def test_a_finished_stage_runs_again_when_its_demos_changed(tmp_path, monkeypatch):
+    """Recollected demos (same folder, same command) re-run the stages that read them."""
+    monkeypatch.setattr(quickstart, "ROOT", tmp_path)
+    (tmp_path / "ok.py").write_text("print('fine')\n")
+    demos = tmp_path / "demos"
+    demos.mkdir()
+    (demos / "task_demo.hdf5").write_bytes(b"first collection")
+    stage = quickstart.Stage("extract", "ok.py", ["a=1"])
+    before = quickstart.demos_fingerprint(demos)
+    assert quickstart.run_stage(stage, tmp_path, False, before) > 0
+    assert quickstart.run_stage(stage, tmp_path, False, quickstart.demos_fingerprint(demos)) == 0
+    (demos / "task_demo.hdf5").write_bytes(b"second collection")
+    after = quickstart.demos_fingerprint(demos)
+    assert after != before and len(after) == 64
+    assert quickstart.run_stage(stage, tmp_path, False, after) > 0  # runs again
+    assert quickstart.demos_fingerprint(tmp_path / "missing") == ""
+    cfg = compose_config("quickstart", [f"work_dir={tmp_path}"], tmp_path)
+    extract = next(s for s in quickstart.plan(cfg) if s.name == "extract")
+    assert "overwrite=true" in extract.overrides and extract.reads_demos
+
+
 def test_a_failure_names_the_stage_and_leaves_no_marker(tmp_path, monkeypatch):
     import pytest
 

@@ -8,6 +8,7 @@ itself resumes inside a stage). The final table reads each evaluation's ``summar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -28,6 +29,7 @@ class Stage:
     name: str
     script: str
     overrides: list[str]
+    reads_demos: bool = True  # its output depends on the demos' content (all but collect)
 
 
 def plan(cfg: DictConfig) -> list[Stage]:
@@ -40,14 +42,15 @@ def plan(cfg: DictConfig) -> list[Stage]:
     ]
     extra = cfg.get("extra") or {}
     decoders = active_decoders(cfg)
-    stages = [Stage("collect", "collect.py", list(cfg.collect))] if cfg.get("collect") else []
-    stages.append(
-        Stage(
-            "extract",
-            "extract.py",
-            [f"demos={cfg.demos}", f"out={cfg.store}", *extra.get("extract", [])],
-        )
+    stages = (
+        [Stage("collect", "collect.py", list(cfg.collect), reads_demos=False)]
+        if cfg.get("collect")
+        else []
     )
+    # overwrite=true: the stage runs only when its command or the demos changed (or force), and
+    # then a finished store of other demos must be replaced, not refused
+    extract = [f"demos={cfg.demos}", f"out={cfg.store}", "overwrite=true"]
+    stages.append(Stage("extract", "extract.py", [*extract, *extra.get("extract", [])]))
     for model, overrides in cfg.train.items():
         stages.append(Stage(f"train_{model}", "train.py", [*overrides, *data]))
     for name, decoder in decoders.items():
@@ -84,20 +87,40 @@ def active_decoders(cfg: DictConfig) -> dict:
     return {name: overrides for name, overrides in cfg.decoders.items() if overrides is not None}
 
 
-def run_stage(stage: Stage, work: Path, force: bool) -> float:
+def demos_fingerprint(demos: str | Path) -> str:
+    """SHA-256 over the demo files' names and bytes (a file or a folder of them); "" when absent."""
+    root = Path(demos)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for path in (p for p in files if p.exists()):
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest() if files and any(p.exists() for p in files) else ""
+
+
+def run_stage(stage: Stage, work: Path, force: bool, demos: str = "") -> float:
     """Run one stage as a subprocess (output streamed); returns seconds spent (0 when skipped).
 
     A stage is done when its run directory holds the ``.done`` marker written after it succeeded
-    with the same command; a stage whose command changed (other settings) runs again.
+    with the same command and, for a stage that reads the demos, the same ``demos`` fingerprint
+    (:func:`demos_fingerprint`); a stage whose command or demos changed runs again (recollected
+    demos re-extract and retrain everything after them).
     """
     run_dir = work / stage.name
     marker = run_dir / ".done"
     cmd = [sys.executable, str(ROOT / stage.script), *stage.overrides, f"hydra.run.dir={run_dir}"]
+    record = " ".join(cmd[1:]) + (f"\ndemos sha256 {demos}" if demos else "")
     if marker.exists() and not force:
-        if marker.read_text().strip() == " ".join(cmd[1:]):
+        if marker.read_text().strip() == record:
             log.info("[%s] done already (%s): skipped", stage.name, marker)
             return 0.0
-        log.info("[%s] its command changed since it ran (%s): running it again", stage.name, marker)
+        log.info(
+            "[%s] its command or demos changed since it ran (%s): running it again",
+            stage.name,
+            marker,
+        )
     log.info("[%s] %s", stage.name, " ".join(cmd[1:]))
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=Path.cwd())
@@ -106,14 +129,17 @@ def run_stage(stage: Stage, work: Path, force: bool) -> float:
             f"quickstart stage `{stage.name}` failed (exit {result.returncode}); rerun `python quickstart.py` to resume after fixing it"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(" ".join(cmd[1:]) + "\n")
+    marker.write_text(record + "\n")
     return time.perf_counter() - start
 
 
 def run(cfg: DictConfig) -> dict:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    timings = {stage.name: run_stage(stage, work, cfg.force) for stage in plan(cfg)}
+    timings = {}
+    for stage in plan(cfg):  # the fingerprint is taken when the stage starts (after collect)
+        demos = demos_fingerprint(cfg.demos) if stage.reads_demos else ""
+        timings[stage.name] = run_stage(stage, work, cfg.force, demos)
     from rsdvla.evaluation.aggregate import write_json_atomic
     from rsdvla.evaluation.quickstart_report import report
 
