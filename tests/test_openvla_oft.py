@@ -212,11 +212,11 @@ def test_dtype_asked_is_used_on_cpu(oft_checkpoint, oft_backbone):
 @pytest.mark.openvla
 def test_backbone_id_records_pooling_attention_and_proprio(oft_checkpoint, oft_backbone):
     assert oft_backbone().backbone_id == (
-        f"openvla_oft:{oft_checkpoint}|pool=action,attn=bidirectional,wrist=1,crop=1,"
+        f"openvla_oft:{oft_checkpoint}|pool=action,attn=bidirectional,wrist=1,crop=1,pixels=tf,"
         f"proprio={PROJECTOR_FILE}"
     )
     causal = oft_backbone(attention="causal", pooling="last", proprio_projector=None)
-    assert causal.backbone_id.endswith("|pool=last,attn=causal,wrist=1,crop=1,proprio=0")
+    assert causal.backbone_id.endswith("|pool=last,attn=causal,wrist=1,crop=1,pixels=tf,proprio=0")
     assert causal.required_obs == ("primary", "wrist")
     assert oft_backbone().required_obs == ("primary", "wrist", "proprio")
 

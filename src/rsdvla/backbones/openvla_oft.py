@@ -54,7 +54,12 @@ from rsdvla.backbones.oft_loading import (
     resolve_checkpoint,
     resolve_proprio_projector,
 )
-from rsdvla.backbones.preprocessing import OPENVLA_IMAGE_SIZE, model_image, openvla_prompt
+from rsdvla.backbones.preprocessing import (
+    OPENVLA_IMAGE_SIZE,
+    PIXEL_PIPELINE,
+    model_image,
+    openvla_prompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,10 @@ class PrismaticVLABackbone(Backbone):
             )
         self.model = model
         self.processor = processor
-        self.backbone_id = f"{backbone_id}|pool={pooling},attn={attention},wrist={int(use_wrist)},crop={int(center_crop)}"
+        self.backbone_id = (
+            f"{backbone_id}|pool={pooling},attn={attention},wrist={int(use_wrist)},"
+            f"crop={int(center_crop)},pixels={PIXEL_PIPELINE}"
+        )
         self.hidden_dim = int(hidden_dim)
         self.image_size = int(image_size)
         self.use_wrist = bool(use_wrist)

@@ -39,6 +39,9 @@ from rsdvla.backbones import tf_image
 OPENVLA_IMAGE_SIZE = 224
 CENTER_CROP_AREA = 0.9
 JPEG_QUALITY = 95
+PIXEL_PIPELINE = "tf"
+"""Which image pipeline image backbones' ids record (``pixels=tf``: OpenVLA-OFT's TensorFlow steps,
+equalled bit for bit by ``backbones.tf_image``); a store extracted with another is refused."""
 
 
 @dataclass(frozen=True)
