@@ -38,6 +38,7 @@ from rsdvla.evaluation.episodes import (
 )
 from rsdvla.evaluation.merge import common_identity, find_episode_files
 from rsdvla.evaluation.paired import CI_METHOD, TEST_METHOD, format_paired, paired_comparison
+from rsdvla.evaluation.plots import save_figure
 
 PROTOCOL_IDENTITY_KEYS = ("settings", "backbone", "invert_gripper")
 """Run-file identity entries two compared runs must share (decoder, checkpoints, precision are
@@ -259,9 +260,7 @@ def plot(result: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
@@ -361,8 +360,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:  # one line, exit 2 as the other entry points
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from rsdvla.cli import one_line_errors
+
+    one_line_errors(main)()  # a user error: one line, exit 2, as the other entry points

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rsdvla.evaluation.plots import save_figure
+
 
 def has_diagnostics(records: Sequence[dict]) -> bool:
     return any(r.get("hidden_shift") or r.get("divergence") for r in records)
@@ -132,9 +134,4 @@ def plot_diagnostics(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -38,6 +38,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rsdvla.evaluation.aggregate import write_json_atomic, write_markdown_section
+from rsdvla.evaluation.plots import save_figure
 from rsdvla.evaluation.workers import default_num_envs
 
 log = logging.getLogger(__name__)
@@ -466,9 +467,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------ run

@@ -145,8 +145,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:  # one line, exit 2 as the other entry points
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from rsdvla.cli import one_line_errors
+
+    one_line_errors(main)()  # a user error: one line, exit 2, as the other entry points

@@ -54,12 +54,22 @@ def plot_summary(summary: dict, path: str | os.PathLike, title: str = "") -> Pat
         ax_lat.legend(fontsize=8)
     fig.suptitle(title or str(summary.get("decoder", ""))[:100], fontsize=9)
     fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` atomically (a hidden temp file, then a rename) and close it.
+
+    A full disk or a read-only folder is one line naming the file; no temp file is left behind.
+    """
+    import matplotlib.pyplot as plt
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
-    except OSError as err:  # full disk, read-only folder: no temp file is left behind
+    except OSError as err:
         tmp.unlink(missing_ok=True)
         raise ValueError(
             f"{path}: cannot write ({err.strerror}); free space or fix permissions and rerun"

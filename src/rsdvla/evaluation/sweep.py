@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from rsdvla.evaluation.plots import save_figure
+
 METRICS = (
     "speedup",
     "action_mse",
@@ -169,8 +171,7 @@ def plot(rows: list[dict], path: Path) -> dict[str, list[tuple[float, float, str
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return shown
 
 
@@ -201,4 +202,6 @@ def main(argv=None) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from rsdvla.cli import one_line_errors
+
+    one_line_errors(main)()  # a user error: one line, exit 2, as the other entry points
