@@ -60,3 +60,32 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def train_on_store(
+    tmp_path: Path,
+    store: Path,
+    *extra: str,
+    model: str = "tokenizer",
+    run: str = "run",
+    train_batches: int = 2,
+) -> dict:
+    """``train.py data=libero_hidden`` on a synthetic store (width 32), one short epoch on the CPU,
+    into ``tmp_path / run``; returns ``rsdvla.train.run``'s metrics."""
+    import rsdvla.train
+
+    overrides = [
+        "data=libero_hidden",
+        f"data.path={store}",
+        "data.hidden_dim=32",
+        "data.batch_size=32",
+        f"paths.root_dir={tmp_path}",
+        f"model={model}",
+        *(["model.module.tokenizer.hidden=32"] if model == "tokenizer" else []),
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={train_batches}",
+        *extra,
+    ]
+    return rsdvla.train.run(compose_config("train", overrides, tmp_path / run))

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, train_on_store
 from helpers_ckpt import write_tiny_checkpoints
 
-import rsdvla.train
 from rsdvla.checkpoints import CheckpointError, stamp
 from rsdvla.data.store import StoreError
 
@@ -15,21 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def _train(tmp_path: Path, store: Path, *extra: str) -> dict:
-    overrides = [
-        "data=libero_hidden",
-        f"data.path={store}",
-        "data.hidden_dim=32",
-        "data.batch_size=32",
-        f"paths.root_dir={tmp_path}",
-        "model=tokenizer",
-        "model.module.tokenizer.hidden=32",
-        "logger=none",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3",
-        *extra,
-    ]
-    return rsdvla.train.run(compose_config("train", overrides, tmp_path / "run"))
+    return train_on_store(tmp_path, store, *extra, train_batches=3)
 
 
 def test_diverged_training_stops_and_keeps_the_published_checkpoint(tmp_path, synthetic_store):

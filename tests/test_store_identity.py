@@ -1,37 +1,17 @@
 """A checkpoint's split and store are its identity: resumes, teachers and offline evaluation check them."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, write_synthetic_store
+from conftest import compose_config, train_on_store, write_synthetic_store
 from helpers_ckpt import write_tiny_checkpoints
 from omegaconf import open_dict
 
-import rsdvla.train
 from rsdvla.checkpoints import CheckpointError, stamp
 from rsdvla.data.store import HiddenStateStore
 
 pytestmark = pytest.mark.integration
-
-
-def _train(tmp_path: Path, store: Path, *extra: str, model="tokenizer", run="run") -> dict:
-    overrides = [
-        "data=libero_hidden",
-        f"data.path={store}",
-        "data.hidden_dim=32",
-        "data.batch_size=32",
-        f"paths.root_dir={tmp_path}",
-        f"model={model}",
-        *(["model.module.tokenizer.hidden=32"] if model == "tokenizer" else []),
-        "logger=none",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        *extra,
-    ]
-    return rsdvla.train.run(compose_config("train", overrides, tmp_path / run))
 
 
 def test_fingerprint_follows_content_not_location(tmp_path):
@@ -45,12 +25,14 @@ def test_fingerprint_follows_content_not_location(tmp_path):
 
 
 def test_resume_with_another_split_or_store_is_refused(tmp_path, synthetic_store):
-    _train(tmp_path, synthetic_store, "data.val_fraction=0.25")
+    train_on_store(tmp_path, synthetic_store, "data.val_fraction=0.25")
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match=r"data\.val_fraction=0\.5 but ckpt_path .*=0\.25"):
-        _train(tmp_path, synthetic_store, "data.val_fraction=0.5", f"ckpt_path={last}", run="r2")
+        train_on_store(
+            tmp_path, synthetic_store, "data.val_fraction=0.5", f"ckpt_path={last}", run="r2"
+        )
     with pytest.raises(CheckpointError, match=r"data\.seed=3 but ckpt_path .* data\.seed=0"):
-        _train(
+        train_on_store(
             tmp_path,
             synthetic_store,
             "data.val_fraction=0.25",
@@ -60,9 +42,9 @@ def test_resume_with_another_split_or_store_is_refused(tmp_path, synthetic_store
         )
     other = write_synthetic_store(tmp_path / "other.h5", seed=5)
     with pytest.raises(CheckpointError, match=r"ckpt_path was trained on store .*fingerprint"):
-        _train(tmp_path, other, "data.val_fraction=0.25", f"ckpt_path={last}", run="r4")
+        train_on_store(tmp_path, other, "data.val_fraction=0.25", f"ckpt_path={last}", run="r4")
     # the same settings resume
-    _train(
+    train_on_store(
         tmp_path,
         synthetic_store,
         "data.val_fraction=0.25",
@@ -74,9 +56,9 @@ def test_resume_with_another_split_or_store_is_refused(tmp_path, synthetic_store
 
 def test_unvalidated_or_empty_runs_are_refused(tmp_path, synthetic_store):
     with pytest.raises(ValueError, match=r"trainer\.limit_val_batches=0 .* unvalidated"):
-        _train(tmp_path, synthetic_store, "trainer.limit_val_batches=0")
+        train_on_store(tmp_path, synthetic_store, "trainer.limit_val_batches=0")
     with pytest.raises(ValueError, match=r"trainer\.max_epochs=0"):
-        _train(tmp_path, synthetic_store, "trainer.max_epochs=0")
+        train_on_store(tmp_path, synthetic_store, "trainer.max_epochs=0")
 
 
 def test_offline_evaluation_refuses_another_store_of_the_same_backbone(tmp_path, monkeypatch):
@@ -114,7 +96,7 @@ def test_offline_evaluation_refuses_another_store_of_the_same_backbone(tmp_path,
 
 
 def test_teacher_from_another_store_of_the_same_backbone_is_refused(tmp_path, synthetic_store):
-    tok = _train(tmp_path, synthetic_store, run="tok")["exported"]
+    tok = train_on_store(tmp_path, synthetic_store, run="tok")["exported"]
     main_overrides = [
         "model.module.main.d_model=32",
         "model.module.main.n_layers=1",
@@ -122,7 +104,7 @@ def test_teacher_from_another_store_of_the_same_backbone_is_refused(tmp_path, sy
         f"tokenizer.ckpt={tok}",
     ]
     other = write_synthetic_store(tmp_path / "other.h5", seed=9)
-    main = _train(
+    main = train_on_store(
         tmp_path,
         other,
         *main_overrides,
@@ -131,7 +113,7 @@ def test_teacher_from_another_store_of_the_same_backbone_is_refused(tmp_path, sy
         run="main",
     )
     with pytest.raises(CheckpointError, match=r"teacher main .*fingerprint"):
-        _train(
+        train_on_store(
             tmp_path,
             synthetic_store,
             "model.module.draft.d_model=32",
