@@ -55,3 +55,26 @@ def test_frontier_runs_only_the_chosen_settings_and_checks_the_store(tmp_path, m
             ValueError, match=r"frontier\.only: 'nonesuch' is not in frontier\.settings"
         ):
             frontier.run_frontier(cfg)
+
+
+def test_frontier_settings_can_be_replaced_as_documented(tmp_path):
+    """``~frontier.settings '+frontier.settings={...}'`` replaces the defaults (a plain
+    ``frontier.settings={...}`` would merge into them)."""
+    from conftest import compose_config
+
+    from rsdvla.evaluation.frontier import chosen_settings
+
+    replace = [
+        "experiment=frontier",
+        "~frontier.settings",
+        "+frontier.settings={main_only:['decoder=main_only'],m3:['decoder=main_only','decoder.depth=3']}",
+    ]
+    cfg = compose_config("evaluate", replace, tmp_path)
+    assert chosen_settings(cfg) == ["main_only", "m3"]
+    assert list(cfg.frontier.settings.m3) == ["decoder=main_only", "decoder.depth=3"]
+    merged = compose_config(
+        "evaluate",
+        ["experiment=frontier", "frontier.settings={main_only:['decoder=main_only']}"],
+        tmp_path,
+    )
+    assert len(chosen_settings(merged)) > 2  # merging keeps the defaults

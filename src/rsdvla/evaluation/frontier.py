@@ -109,8 +109,9 @@ def setting_overrides(cfg: DictConfig, name: str) -> list[str]:
 
 def chosen_settings(cfg: DictConfig) -> list[str]:
     """The settings this run evaluates: ``frontier.only`` (names, in that order) or all of
-    ``frontier.settings``. Hydra merges ``frontier.settings={...}`` into the defaults, so
-    ``frontier.only=[a,b]`` is how a run is cut down to some (new settings: ``+frontier.settings.x=[...]``)."""
+    ``frontier.settings``. Hydra merges ``frontier.settings={...}`` into the defaults; to replace
+    them, delete then add: ``~frontier.settings '+frontier.settings={a:[decoder=main_only]}'``.
+    ``frontier.only=[a,b]`` cuts a run down to some (new settings: ``+frontier.settings.x=[...]``)."""
     fr = cfg.frontier
     only = fr.get("only")
     if only is None:
