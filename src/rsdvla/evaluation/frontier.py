@@ -264,6 +264,7 @@ def run_libero_point(cfg: DictConfig, name: str, identity: dict) -> dict:
         *setting_overrides(cfg, name),
         f"eval.num_shards={shards}",
         f"env.num_envs={default_num_envs(lib.get('num_envs'), shards)}",
+        f"env.diagnostics={str(bool(lib.get('diagnostics', True))).lower()}",  # not in its identity
         f"hydra.run.dir={run_dir}",
     ]
     log.info("[libero %s] %d shards: %s", name, shards, " ".join(base[1:]))
