@@ -61,3 +61,21 @@ def test_runner_and_compare_write_diagnostics_figures(tmp_path):
     compare.main([str(a), str(b), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "diagnostics_a.png").exists()
     assert (tmp_path / "out" / "diagnostics_b.png").exists()
+
+
+def test_without_grasp_data_the_panels_follow_episode_time():
+    from rsdvla.evaluation.diagnostic_plots import aligned_at_start
+
+    records = [
+        {
+            "layer_acceptance": [[1.0, 0.0], [1.0, 1.0]],
+            "divergence": {"max_abs_norm": [0.0, 0.5], "gripper_differs": [False, True]},
+        },
+        {
+            "layer_acceptance": [[0.0, 0.0]],
+            "divergence": {"max_abs_norm": [0.25], "gripper_differs": [False]},
+        },
+    ]
+    out = aligned_at_start(records)
+    assert out["layers"][0] == [[1.0, 0.0], [0.0, 0.0]] and out["layers"][1] == [[1.0, 1.0]]
+    assert out["max_abs_norm"][0] == [0.0, 0.25] and out["gripper_differs"][1] == [1.0]

@@ -56,6 +56,25 @@ def aligned_at_grasp(records: Sequence[dict]) -> dict[str, dict[int, list]]:
     return out
 
 
+def aligned_at_start(records: Sequence[dict]) -> dict[str, dict[int, list]]:
+    """As :func:`aligned_at_grasp` for records without grasp data (``env.diagnostics=false``):
+    ``x`` = the chunk's index in its episode (chunk 0 starts at the first policy step)."""
+    out: dict[str, dict[int, list]] = {
+        "layers": defaultdict(list),
+        "max_abs_norm": defaultdict(list),
+        "gripper_differs": defaultdict(list),
+    }
+    for r in records:
+        for c, row in enumerate(r.get("layer_acceptance") or []):
+            out["layers"][c].append(row)
+        divergence = r.get("divergence") or {}
+        for key in ("max_abs_norm", "gripper_differs"):
+            for c, value in enumerate(divergence.get(key) or []):
+                if value is not None:
+                    out[key][c].append(float(value))
+    return out
+
+
 def shift_vs_acceptance(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Per chunk with both: ``(hidden_shift, accepted_layers)`` arrays."""
     xs, ys = [], []
@@ -80,6 +99,9 @@ def plot_diagnostics(
 
     fig, (ax_acc, ax_div, ax_shift) = plt.subplots(1, 3, figsize=(16, 4.2))
     aligned = aligned_at_grasp(records)
+    at_grasp = bool(aligned["layers"] or aligned["max_abs_norm"])
+    if not at_grasp:  # no grasp recorded (env.diagnostics=false): over episode time instead
+        aligned = aligned_at_start(records)
     if aligned["layers"]:
         xs = sorted(aligned["layers"])
         width = max(len(row) for rows in aligned["layers"].values() for row in rows)
@@ -109,8 +131,11 @@ def plot_diagnostics(
         ax_div.text(0.5, 0.5, "no grasp or no baseline", ha="center", transform=ax_div.transAxes)
     ax_div.set_title("divergence from main-only (normalized arm units)")
     for ax in (ax_acc, ax_div):
-        ax.axvline(0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel("policy step - first grasp")
+        if at_grasp:
+            ax.axvline(0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("policy step - first grasp")
+        else:
+            ax.set_xlabel("chunk of the episode (no grasp data: env.diagnostics=true aligns at it)")
         ax.grid(alpha=0.3)
     shift, accepted = shift_vs_acceptance(records)
     if len(shift):
