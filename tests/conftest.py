@@ -89,3 +89,16 @@ def train_on_store(
         *extra,
     ]
     return rsdvla.train.run(compose_config("train", overrides, tmp_path / run))
+
+
+def offline_eval_config(tmp_path: Path, store: Path, ckpts: dict) -> DictConfig:
+    """``evaluate.py env=offline`` (state backbone, RSD, CPU) on ``store`` with the checkpoint
+    paths ``ckpts`` (``{"tokenizer"|"main"|"draft": path}``)."""
+    cfg = compose_config(
+        "evaluate",
+        ["backbone=state", "decoder=rsd", "device=cpu", "env=offline", f"data.path={store}"],
+        tmp_path / "run",
+    )
+    with open_dict(cfg):
+        cfg.ckpt = {kind: str(p) for kind, p in ckpts.items()}
+    return cfg

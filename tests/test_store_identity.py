@@ -4,9 +4,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import compose_config, train_on_store, write_synthetic_store
+from conftest import offline_eval_config, train_on_store, write_synthetic_store
 from helpers_ckpt import write_tiny_checkpoints
-from omegaconf import open_dict
 
 from rsdvla.checkpoints import CheckpointError, stamp
 from rsdvla.data.store import HiddenStateStore
@@ -76,14 +75,7 @@ def test_offline_evaluation_refuses_another_store_of_the_same_backbone(tmp_path,
     monkeypatch.setattr("rsdvla.evaluation.offline.run_offline", lambda cfg, stack: {"ok": 1})
 
     def config(path):
-        cfg = compose_config(
-            "evaluate",
-            ["backbone=state", "decoder=rsd", "device=cpu", "env=offline", f"data.path={path}"],
-            tmp_path / "run",
-        )
-        with open_dict(cfg):
-            cfg.ckpt = {kind: str(p) for kind, p in ckpts.items()}
-        return cfg
+        return offline_eval_config(tmp_path, path, ckpts)
 
     with pytest.raises(
         CheckpointError, match=r"main was trained on store .*store\.h5 .* data\.path=.*other\.h5"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, offline_eval_config
 from helpers_ckpt import write_tiny_checkpoints
 from test_libero_runner import FakeEnvs, fake_policy, settings
 
@@ -183,15 +183,7 @@ def test_offline_evaluation_on_a_store_of_another_chunk_size_is_one_line(tmp_pat
         writer.append_episode(e, np.ones((5, 16), np.float32), np.zeros((5, 4, 7), np.float32), 0)
     writer.finalize()
     monkeypatch.setattr("rsdvla.evaluation.offline.run_offline", lambda cfg, stack: {})
-    from omegaconf import open_dict
-
-    cfg = compose_config(
-        "evaluate",
-        ["backbone=state", "decoder=rsd", "device=cpu", "env=offline", f"data.path={store}"],
-        tmp_path / "run",
-    )
-    with open_dict(cfg):
-        cfg.ckpt = {kind: str(p) for kind, p in ckpts.items()}
+    cfg = offline_eval_config(tmp_path, store, ckpts)
     with pytest.raises(
         CheckpointError,
         match=r"action chunks of 4 steps but .*main\.ckpt: main was trained on chunks of 8",
