@@ -137,9 +137,11 @@ def run(cfg: DictConfig) -> dict:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     timings = {}
-    for stage in plan(cfg):  # the fingerprint is taken when the stage starts (after collect)
-        demos = demos_fingerprint(cfg.demos) if stage.reads_demos else ""
-        timings[stage.name] = run_stage(stage, work, cfg.force, demos)
+    demos = None  # hashed once, at the first stage that reads the demos (after collect wrote them)
+    for stage in plan(cfg):
+        if stage.reads_demos and demos is None:
+            demos = demos_fingerprint(cfg.demos)
+        timings[stage.name] = run_stage(stage, work, cfg.force, demos if stage.reads_demos else "")
     from rsdvla.evaluation.aggregate import write_json_atomic
     from rsdvla.evaluation.quickstart_report import report
 
