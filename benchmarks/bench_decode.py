@@ -35,7 +35,7 @@ from torch import nn
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
-from rsdvla.evaluation.aggregate import write_markdown_section
+from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
 

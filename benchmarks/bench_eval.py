@@ -88,8 +88,8 @@ def run_once(args, name: str, ckpts: dict, num_envs: int, work: Path) -> tuple[d
     """One evaluation at ``num_envs`` workers -> (figures, its episode records)."""
     from omegaconf import open_dict
 
-    from rsdvla.evaluation.episodes import read_episode_file
-    from rsdvla.evaluation.libero_runner import prepare_libero
+    from rsdvla.evaluation.libero.episodes import read_episode_file
+    from rsdvla.evaluation.libero.runner import prepare_libero
     from rsdvla.evaluation.stack import load_stack
 
     out = work / f"{name}_n{num_envs}"
@@ -237,7 +237,7 @@ call). `same as N=1`: episodes whose success, steps and accepted layers per chun
 """
     print(body)
     if not args.no_docs:
-        from rsdvla.evaluation.aggregate import write_markdown_section
+        from rsdvla.evaluation.reports.aggregate import write_markdown_section
 
         write_markdown_section(args.docs, args.section, body, title="# Benchmarks")
         print(f"wrote the '{args.section}' section of {args.docs}")

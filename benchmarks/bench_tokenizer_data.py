@@ -21,7 +21,7 @@ import torch
 
 from rsdvla.data import ActionNormalizer, HiddenStateStoreWriter
 from rsdvla.data.datamodule import HiddenStateDataModule
-from rsdvla.evaluation.aggregate import write_markdown_section
+from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.tokenizer import RFSQTokenizer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -44,7 +44,7 @@ def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
 
 
 def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_path):
-    from rsdvla.evaluation.aggregate import write_markdown_section
+    from rsdvla.evaluation.reports.aggregate import write_markdown_section
 
     doc = tmp_path / "doc.md"
     write_markdown_section(doc, "## A", "first", title="# Title")

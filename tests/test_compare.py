@@ -7,8 +7,8 @@ import json
 import pytest
 from test_libero_runner import FakeEnv, FakeEnvs, fake_policy, settings
 
-from rsdvla.evaluation import compare, merge
-from rsdvla.evaluation.libero_runner import LiberoRunner
+from rsdvla.evaluation.libero.runner import LiberoRunner
+from rsdvla.evaluation.reports import compare, merge
 
 
 class OutcomeEnvs(FakeEnvs):
@@ -111,7 +111,13 @@ def test_compare_cli_error_is_one_line(tmp_path):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "rsdvla.evaluation.compare", str(tmp_path / "nope"), str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "rsdvla.evaluation.reports.compare",
+            str(tmp_path / "nope"),
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )

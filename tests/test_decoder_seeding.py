@@ -16,7 +16,7 @@ from test_policy import NORMALIZER, FakeBackbone
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SamplingAcceptance, SpeculativeDecoder
 from rsdvla.decoding.rows import RowState
-from rsdvla.evaluation.libero_runner import LiberoRunner
+from rsdvla.evaluation.libero.runner import LiberoRunner
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.policy import RSDPolicy
 from rsdvla.tokenizer import RFSQTokenizer

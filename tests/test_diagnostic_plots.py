@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rsdvla.evaluation.diagnostic_plots import (
+from rsdvla.evaluation.reports.diagnostic_plots import (
     aligned_at_grasp,
     plot_diagnostics,
     shift_vs_acceptance,
@@ -53,7 +53,7 @@ def test_alignment_at_first_grasp_by_hand(tmp_path):
 def test_runner_and_compare_write_diagnostics_figures(tmp_path):
     from test_compare import make_run, reference_rule, run_rule
 
-    from rsdvla.evaluation import compare
+    from rsdvla.evaluation.reports import compare
 
     a = make_run(tmp_path / "a", reference_rule, "ref")
     b = make_run(tmp_path / "b", run_rule, "run")
@@ -64,7 +64,7 @@ def test_runner_and_compare_write_diagnostics_figures(tmp_path):
 
 
 def test_without_grasp_data_the_panels_follow_episode_time():
-    from rsdvla.evaluation.diagnostic_plots import aligned_at_start
+    from rsdvla.evaluation.reports.diagnostic_plots import aligned_at_start
 
     records = [
         {

@@ -11,11 +11,11 @@ from test_policy import NORMALIZER
 
 from rsdvla.decoding import MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.acceptance import AgreementAcceptance
-from rsdvla.evaluation.aggregate import summarize
-from rsdvla.evaluation.episodes import EpisodeSpec
-from rsdvla.evaluation.libero_runner import LiberoEvalSettings
-from rsdvla.evaluation.vector_rollout import run_episodes
-from rsdvla.evaluation.workers import InProcessEnvs
+from rsdvla.evaluation.libero.episodes import EpisodeSpec
+from rsdvla.evaluation.libero.runner import LiberoEvalSettings
+from rsdvla.evaluation.libero.scheduler import run_episodes
+from rsdvla.evaluation.libero.workers import InProcessEnvs
+from rsdvla.evaluation.reports.aggregate import summarize
 from rsdvla.policy import RSDPolicy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -145,7 +145,7 @@ def test_step_diagnostics_become_per_step_record_lists():
 def test_env_diagnostics_setting_reaches_the_env_and_not_the_identity(tmp_path):
     from test_libero_runner import FakeEnvs, fake_policy, settings
 
-    from rsdvla.evaluation.libero_runner import LiberoRunner
+    from rsdvla.evaluation.libero.runner import LiberoRunner
 
     made = []
 
@@ -186,7 +186,7 @@ def test_new_record_fields_are_per_episode_not_per_batch(tmp_path):
     from test_libero_runner import fake_policy, lines, settings
     from test_parallel_eval import by_key
 
-    from rsdvla.evaluation.libero_runner import LiberoRunner
+    from rsdvla.evaluation.libero.runner import LiberoRunner
 
     for name, n in (("one", 1), ("three", 3)):
         LiberoRunner(settings(num_envs=n), tmp_path / name, DiagnosticEnvs()).run(fake_policy())

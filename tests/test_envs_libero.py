@@ -17,7 +17,7 @@ from rsdvla.envs.conversions import (
     proprio,
     quat2axisangle,
 )
-from rsdvla.evaluation.rollout import policy_observation
+from rsdvla.evaluation.libero.rollout import policy_observation
 from rsdvla.policy import batch_observation
 
 S = math.sqrt(0.5)
@@ -258,7 +258,7 @@ class RecordingLiberoEnv:
 def test_runner_envs_follow_openvla_oft_seed_render_and_wait_steps(monkeypatch):
     """Through the evaluation's env factory (global seed 7): env.seed(0) once, a 256 px render,
     then per episode reset, set_init_state and 10 no-op steps with the gripper open."""
-    from rsdvla.evaluation.libero_runner import LiberoEnvFactory, LiberoEvalSettings
+    from rsdvla.evaluation.libero.runner import LiberoEnvFactory, LiberoEvalSettings
 
     task = libero.LiberoTask("libero_spatial", 3, "t", "do it", "/x.bddl", np.arange(50.0)[:, None])
     monkeypatch.setattr(libero, "get_task", lambda suite, task_id: task)

@@ -14,15 +14,15 @@ from omegaconf import open_dict
 from test_policy import NORMALIZER, FakeBackbone, FakeDecoder
 
 from rsdvla.checkpoints import CheckpointError
-from rsdvla.evaluation import merge
-from rsdvla.evaluation.aggregate import summarize, wilson_interval
-from rsdvla.evaluation.episodes import (
+from rsdvla.evaluation.libero.episodes import (
     EpisodeFile,
     plan_episodes,
     read_episode_file,
     shard_episodes,
 )
-from rsdvla.evaluation.libero_runner import LiberoEvalSettings, LiberoRunner, check_gl_backend
+from rsdvla.evaluation.libero.runner import LiberoEvalSettings, LiberoRunner, check_gl_backend
+from rsdvla.evaluation.reports import merge
+from rsdvla.evaluation.reports.aggregate import summarize, wilson_interval
 from rsdvla.policy import RSDPolicy
 
 NUM_TASKS = 3
@@ -426,7 +426,7 @@ def test_libero_object_episode_in_the_simulator_resumes(tmp_path, restore_torch_
 
 
 def test_first_trial_shifts_the_initial_states():
-    from rsdvla.evaluation.episodes import plan_episodes
+    from rsdvla.evaluation.libero.episodes import plan_episodes
 
     specs = plan_episodes("libero_object", [2], trials=3, first_trial=25)
     assert [s.trial for s in specs] == [25, 26, 27]

@@ -134,7 +134,7 @@ def test_libero_evaluation_refuses_another_backbone_than_the_store_had(tmp_path)
     """``backbone.seed=1`` against heads trained on a seed-0 state store: refused before any episode."""
     from rsdvla.backbones import StateBackbone
     from rsdvla.cli import build
-    from rsdvla.evaluation.libero_runner import build_policy
+    from rsdvla.evaluation.libero.runner import build_policy
 
     trained_on = StateBackbone(seed=0).backbone_id
     ckpts = write_tiny_checkpoints(tmp_path / "ck", 512, backbone=trained_on)

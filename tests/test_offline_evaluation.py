@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from rsdvla.data import HiddenStateStore
 from rsdvla.data.split import split_episodes
 from rsdvla.decoding import AgreementAcceptance, MainOnlyDecoder, SpeculativeDecoder
-from rsdvla.evaluation import sweep
 from rsdvla.evaluation.offline import load_split_rows, run_offline
+from rsdvla.evaluation.reports import sweep
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
 
@@ -218,9 +218,9 @@ def test_sweep_plots_success_rate_when_present(tmp_path):
 def test_libero_policy_and_offline_count_acceptance_the_same_way():
     """Calls that did not speculate (skip_below fallback) are no rejections in either path."""
     from rsdvla.decoding import DecodeResult, DecodeStats
-    from rsdvla.evaluation.aggregate import acceptance_block
+    from rsdvla.evaluation.libero.rollout import _chunk_fields
     from rsdvla.evaluation.offline import SideBySide
-    from rsdvla.evaluation.rollout import _chunk_fields
+    from rsdvla.evaluation.reports.aggregate import acceptance_block
     from rsdvla.policy import ChunkStats, read_decode_stats
 
     def result(accepted: list[int], speculated: bool) -> DecodeResult:
@@ -272,7 +272,7 @@ def test_a_draft_trained_on_another_split_is_refused_and_one_store_spelled_two_w
     synthetic_store, tmp_path
 ):
     from rsdvla.checkpoints import CheckpointError
-    from rsdvla.evaluation.split import use_trained_split
+    from rsdvla.evaluation.libero.split import use_trained_split
 
     def trained_on(path, seed=0):
         return SimpleNamespace(

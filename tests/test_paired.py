@@ -4,7 +4,7 @@ from math import comb
 
 import pytest
 
-from rsdvla.evaluation.paired import (
+from rsdvla.evaluation.reports.paired import (
     PairedTable,
     mcnemar_exact_p,
     newcombe_paired_ci,

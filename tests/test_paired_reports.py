@@ -7,9 +7,10 @@ import csv
 from omegaconf import OmegaConf
 from test_compare import make_run, reference_rule, run_rule
 
-from rsdvla.evaluation import compare, frontier, sweep
-from rsdvla.evaluation.paired import format_paired
-from rsdvla.evaluation.quickstart_report import collect_rows, render
+from rsdvla.evaluation import frontier
+from rsdvla.evaluation.reports import compare, sweep
+from rsdvla.evaluation.reports.paired import format_paired
+from rsdvla.evaluation.reports.quickstart_report import collect_rows, render
 
 
 def test_quickstart_rows_pair_with_main_only(tmp_path):

@@ -19,11 +19,11 @@ import pytest
 from test_decoder_seeding import sampled_policy
 from test_libero_runner import FakeEnv, FakeEnvs, fake_policy, lines, settings, succeeds
 
-from rsdvla.evaluation import merge
-from rsdvla.evaluation.divergence import episode_fields
-from rsdvla.evaluation.episodes import read_episode_file, record_key
-from rsdvla.evaluation.libero_runner import LiberoRunner
-from rsdvla.evaluation.rollout import policy_observation, seed_episode
+from rsdvla.decoding.divergence import episode_fields
+from rsdvla.evaluation.libero.episodes import read_episode_file, record_key
+from rsdvla.evaluation.libero.rollout import policy_observation, seed_episode
+from rsdvla.evaluation.libero.runner import LiberoRunner
+from rsdvla.evaluation.reports import merge
 from rsdvla.policy import RSDPolicy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,7 +66,7 @@ def reference_records(run_settings, policy) -> list[dict]:
     for task_id in range(3):
         env = envs.make("libero_object", task_id, run_settings)
         for trial in range(run_settings.trials):
-            from rsdvla.evaluation.episodes import EpisodeSpec
+            from rsdvla.evaluation.libero.episodes import EpisodeSpec
 
             spec = EpisodeSpec("libero_object", task_id, trial)
             value = seed_episode(run_settings.seed, spec)
@@ -237,7 +237,7 @@ PARENT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from test_libero_runner import FakeEnv, FakeEnvs, fake_policy, settings
-from rsdvla.evaluation.libero_runner import LiberoRunner
+from rsdvla.evaluation.libero.runner import LiberoRunner
 
 class SlowEnv(FakeEnv):
     def step(self, action):

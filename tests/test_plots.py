@@ -7,7 +7,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from rsdvla.evaluation.plots import plot_summary  # noqa: E402
+from rsdvla.evaluation.reports.plots import plot_summary  # noqa: E402
 
 
 @pytest.fixture

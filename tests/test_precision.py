@@ -113,7 +113,7 @@ def test_resolve_precision_names_the_field():
 
 
 def test_a_libero_run_records_a_non_default_precision_so_a_resume_in_another_is_refused(tmp_path):
-    from rsdvla.evaluation.libero_runner import run_identity
+    from rsdvla.evaluation.libero.runner import run_identity
 
     ckpts = write_tiny_checkpoints(tmp_path / "ck", 16)
     paths = [f"ckpt.{kind}={path}" for kind, path in ckpts.items()]

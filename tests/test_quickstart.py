@@ -6,7 +6,7 @@ from pathlib import Path
 from conftest import compose_config
 
 from rsdvla import quickstart
-from rsdvla.evaluation.quickstart_report import collect_rows
+from rsdvla.evaluation.reports.quickstart_report import collect_rows
 
 
 def test_plan_publishes_where_evaluate_looks_by_default(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 from test_compare import OutcomeEnvs, make_run, reference_rule, run_rule
 from test_libero_runner import fake_policy
 
-from rsdvla.evaluation import compare
-from rsdvla.evaluation.replay import check_reproduced, read_frames, replay_discordant
+from rsdvla.evaluation.libero.replay import check_reproduced, read_frames, replay_discordant
+from rsdvla.evaluation.reports import compare
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,7 +30,7 @@ def test_replayed_discordant_episodes_reproduce_their_records_and_make_videos(tm
     assert len(videos) == len(discordant)
     # only the discordant episodes ran again, and each repeats its record
     replayed = tmp_path / "out" / "replay" / "b_for_b" / "episodes.jsonl"
-    from rsdvla.evaluation.episodes import read_episode_file, record_key
+    from rsdvla.evaluation.libero.episodes import read_episode_file, record_key
 
     records = read_episode_file(replayed)
     assert sorted(record_key(r) for r in records) == sorted(
@@ -51,7 +51,7 @@ def test_check_reproduced_names_the_differing_fields():
 
 
 def test_replay_without_the_runs_hydra_config_is_one_line(tmp_path):
-    from rsdvla.evaluation.replay import replay_run
+    from rsdvla.evaluation.libero.replay import replay_run
 
     a = make_run(tmp_path / "a", reference_rule, "ref")
     (run,) = compare.load_runs([a, a])[:1]

@@ -10,8 +10,8 @@ import pytest
 from filelock import FileLock
 from test_libero_runner import FakeEnvs, fake_policy, lines, settings
 
-from rsdvla.evaluation import merge
-from rsdvla.evaluation.libero_runner import LiberoEvalSettings, LiberoRunner, RunDirError
+from rsdvla.evaluation.libero.runner import LiberoEvalSettings, LiberoRunner, RunDirError
+from rsdvla.evaluation.reports import merge
 
 IDENTITY = {"decoder": {"_target_": "rsd", "threshold": 0.7}, "checkpoints": {"main": "sha256:a"}}
 
@@ -113,7 +113,7 @@ def test_merge_reports_missing_shards_and_refuses_mixed_settings(tmp_path, capsy
 
 def test_merge_command_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "rsdvla.evaluation.merge", str(tmp_path / "nothing")],
+        [sys.executable, "-m", "rsdvla.evaluation.reports.merge", str(tmp_path / "nothing")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -127,7 +127,7 @@ def test_merge_command_exits_2_with_one_line(tmp_path):
 def test_full_disk_while_appending_an_episode_names_the_file(tmp_path, monkeypatch):
     import os
 
-    from rsdvla.evaluation.episodes import EpisodeFile
+    from rsdvla.evaluation.libero.episodes import EpisodeFile
 
     episodes = EpisodeFile(tmp_path / "episodes.jsonl")
 

@@ -52,8 +52,8 @@ def test_a_replayed_simulator_episode_reproduces_its_record(tmp_path):
 
     from rsdvla.backbones import StateBackbone
     from rsdvla.evaluate import run
-    from rsdvla.evaluation.compare import load_run
-    from rsdvla.evaluation.replay import check_reproduced, replay_run
+    from rsdvla.evaluation.libero.replay import check_reproduced, replay_run
+    from rsdvla.evaluation.reports.compare import load_run
 
     ckpts = write_tiny_checkpoints(tmp_path / "ck", 512, backbone=StateBackbone().backbone_id)
     overrides = [

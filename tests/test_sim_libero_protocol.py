@@ -33,8 +33,8 @@ def test_extraction_and_rollout_see_identical_pixels_and_hidden_states(tmp_path)
     from rsdvla.backbones.preprocessing import CAMERAS
     from rsdvla.data.libero_demos import LiberoDemoSet, write_demo_file
     from rsdvla.data.normalization import ActionNormalizer
-    from rsdvla.evaluation.libero_runner import check_gl_backend
-    from rsdvla.evaluation.rollout import policy_observation
+    from rsdvla.evaluation.libero.rollout import policy_observation
+    from rsdvla.evaluation.libero.runner import check_gl_backend
     from rsdvla.extract import encode_episode
     from rsdvla.policy import RSDPolicy
 

@@ -14,8 +14,8 @@ from helpers_ckpt import write_tiny_checkpoints
 from omegaconf import open_dict
 
 from rsdvla.checkpoints import stamp
-from rsdvla.evaluation.aggregate import success_block, wilson_interval
-from rsdvla.evaluation.libero_runner import LiberoEvalSettings, check_training_states
+from rsdvla.evaluation.libero.runner import LiberoEvalSettings, check_training_states
+from rsdvla.evaluation.reports.aggregate import success_block, wilson_interval
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "libero_object"
 
@@ -106,7 +106,7 @@ def test_evaluate_refuses_a_libero_plan_on_training_states_before_any_episode(
         ckpt = torch.load(ckpts[kind], weights_only=True)
         ckpt["hyper_parameters"]["lineage"]["store"]["fixed_initial_states"] = list(range(25))
         torch.save(stamp(ckpt), ckpts[kind])
-    monkeypatch.setattr("rsdvla.evaluation.libero_runner.run_libero", lambda cfg, stack: {"ran": 1})
+    monkeypatch.setattr("rsdvla.evaluation.libero.runner.run_libero", lambda cfg, stack: {"ran": 1})
 
     def config(*overrides):
         cfg = compose_config(

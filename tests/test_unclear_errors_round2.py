@@ -14,8 +14,8 @@ from test_libero_runner import FakeEnvs, fake_policy, settings
 import rsdvla.train
 from rsdvla.checkpoints import CheckpointError
 from rsdvla.data.store import HiddenStateStore, HiddenStateStoreWriter, StoreError
-from rsdvla.evaluation import merge
-from rsdvla.evaluation.libero_runner import LiberoRunner
+from rsdvla.evaluation.libero.runner import LiberoRunner
+from rsdvla.evaluation.reports import merge
 from rsdvla.evaluation.stack import resolve_device
 
 
@@ -142,7 +142,7 @@ def test_a_full_disk_while_plotting_the_summary_names_the_file_and_leaves_nothin
 ):
     from matplotlib.figure import Figure
 
-    from rsdvla.evaluation.plots import plot_summary
+    from rsdvla.evaluation.reports.plots import plot_summary
 
     def full(self, path, **kwargs):
         Path(path).write_bytes(b"half")

@@ -6,7 +6,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from rsdvla.evaluation.split import use_trained_split
+from rsdvla.evaluation.libero.split import use_trained_split
 from rsdvla.evaluation.stack import load_stack
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
             f"env.kind={kind!r}: choose env=libero (simulator, the default) or env=offline (hidden-state store)"
         )
     if kind == "libero":  # check suite, task ids, shard and run dir before loading any model
-        from rsdvla.evaluation.libero_runner import LiberoEvalSettings, LiberoRunner
+        from rsdvla.evaluation.libero.runner import LiberoEvalSettings, LiberoRunner
 
         LiberoRunner(LiberoEvalSettings.from_config(cfg), cfg.paths.output_dir).plan()
     else:
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict:
 
         use_trained_split(cfg, stack)
         return run_offline(cfg, stack)
-    from rsdvla.evaluation.libero_runner import check_training_states, run_libero
+    from rsdvla.evaluation.libero.runner import check_training_states, run_libero
 
     settings = LiberoEvalSettings.from_config(cfg)
     for kind, model in (("main", stack.main), ("draft", stack.draft)):

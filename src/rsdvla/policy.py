@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rsdvla.decoding.divergence import divergence_rows, hidden_shift
 from rsdvla.decoding.rows import RowState, call_decoder
 from rsdvla.decoding.stats import row_stats, speculated_acceptance, synchronize, timed_call
 from rsdvla.envs.conversions import (
@@ -91,7 +92,7 @@ class ChunkStats:
     accepted_layers: list[int] | None
     layer_acceptance: list[float] | None
     latency_s: dict[str, float] = field(default_factory=dict)
-    # rsdvla.evaluation.divergence: this row vs main-only (only with a baseline), and the
+    # rsdvla.decoding.divergence: this row vs main-only (only with a baseline), and the
     # relative move of h since the previous chunk (None for an episode's first chunk)
     divergence: dict | None = None
     hidden_shift: float | None = None
@@ -306,10 +307,8 @@ class RSDPolicy:
         slots: Sequence[EpisodeSlot],
     ) -> tuple[list[dict | None], list[float | None]]:
         """Per row: divergence from main-only (None without a baseline) and the hidden-state shift
-        since the row's episode's previous chunk (``rsdvla.evaluation.divergence``); untimed, and
+        since the row's episode's previous chunk (``rsdvla.decoding.divergence``); untimed, and
         no extra model call."""
-        from rsdvla.evaluation.divergence import divergence_rows, hidden_shift
-
         shift = []
         for row, slot in enumerate(slots):
             shift.extend(hidden_shift(h[row : row + 1], slot.previous_h))

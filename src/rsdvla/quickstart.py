@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rsdvla.evaluation.workers import default_num_envs
+from rsdvla.evaluation.libero.workers import default_num_envs
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,12 +142,12 @@ def run(cfg: DictConfig) -> dict:
         if stage.reads_demos and demos is None:
             demos = demos_fingerprint(cfg.demos)
         timings[stage.name] = run_stage(stage, work, cfg.force, demos if stage.reads_demos else "")
-    from rsdvla.evaluation.aggregate import write_json_atomic
-    from rsdvla.evaluation.quickstart_report import report
+    from rsdvla.evaluation.reports.aggregate import write_json_atomic
+    from rsdvla.evaluation.reports.quickstart_report import report
 
     results = report(work, list(active_decoders(cfg)), timings)
     if cfg.get("smoke"):
-        from rsdvla.evaluation.quickstart_report import smoke_report
+        from rsdvla.evaluation.reports.quickstart_report import smoke_report
 
         results["smoke"] = smoke_report(work, cfg.store, timings)
     write_json_atomic(work / "results.json", results)

@@ -22,7 +22,7 @@ from rsdvla.decoding.sampling import GeneratorCache, RowNoise, mix_seed
 class RowState:
     """One episode's decoder state.
 
-    ``episode_seed``: the episode's seed (``libero_runner.seed_episode``); ``calls``: decoder calls
+    ``episode_seed``: the episode's seed (``evaluation.libero.rollout.seed_episode``); ``calls``: decoder calls
     this row has joined; ``accepted_ema`` / ``calls_skipped``: RSD's ``skip_below`` average and
     probe counter (None until the decoder first sees the row).
     """

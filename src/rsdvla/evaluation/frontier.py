@@ -37,9 +37,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rsdvla.evaluation.aggregate import write_json_atomic, write_markdown_section
-from rsdvla.evaluation.plots import save_figure
-from rsdvla.evaluation.workers import default_num_envs
+from rsdvla.evaluation.libero.workers import default_num_envs
+from rsdvla.evaluation.reports.aggregate import write_json_atomic, write_markdown_section
+from rsdvla.evaluation.reports.plots import save_figure
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
@@ -206,8 +206,8 @@ def run_offline_point(cfg: DictConfig, name: str) -> dict:
     """Offline summary of one setting (loaded when it exists with this run's identity)."""
     from hydra import compose
 
+    from rsdvla.evaluation.libero.split import use_trained_split
     from rsdvla.evaluation.offline import run_offline
-    from rsdvla.evaluation.split import use_trained_split
     from rsdvla.evaluation.stack import load_stack
 
     out = Path(cfg.frontier.work_dir) / name / "offline"
@@ -289,11 +289,11 @@ def run_libero_point(cfg: DictConfig, name: str, identity: dict) -> dict:
 
 def merge_planned(cfg: DictConfig, run_dir: Path, identity: dict | None = None) -> dict:
     """One summary of the planned episodes in every episode file of ``run_dir`` (written to
-    ``summary.json``), merged as ``python -m rsdvla.evaluation.merge`` merges (shards of mixed
+    ``summary.json``), merged as ``python -m rsdvla.evaluation.reports.merge`` merges (shards of mixed
     settings are refused). Episodes of other plans in the same files (e.g. more trials from an
     earlier, larger run) are kept on disk and left out of this point's numbers."""
-    from rsdvla.evaluation.episodes import plan_episodes
-    from rsdvla.evaluation.merge import find_episode_files, merge_episode_files
+    from rsdvla.evaluation.libero.episodes import plan_episodes
+    from rsdvla.evaluation.reports.merge import find_episode_files, merge_episode_files
 
     lib = cfg.frontier.libero
     plan = plan_episodes(
@@ -322,7 +322,7 @@ def row_for(
     name: str, offline: dict, libero: dict | None, on_frontier: bool, paired: dict | None = None
 ) -> dict:
     """One table row; ``paired``: the LIBERO point against main-only's on the same episodes
-    (``rsdvla.evaluation.paired.paired_comparison``), None when either was not run."""
+    (``rsdvla.evaluation.reports.paired.paired_comparison``), None when either was not run."""
     ci = (libero or {}).get("success_ci95") or [None, None]
     paired_ci = (paired or {}).get("delta_ci95") or [None, None]
     return {
@@ -389,7 +389,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _paired(row: dict) -> tuple[str, str]:
-    from rsdvla.evaluation.paired import format_paired
+    from rsdvla.evaluation.reports.paired import format_paired
 
     if row.get("paired_delta_vs_main_only") is None:
         return "-", "-"
@@ -404,8 +404,8 @@ def _paired(row: dict) -> tuple[str, str]:
 def paired_vs_main_only(cfg: DictConfig, name: str, libero: dict) -> dict | None:
     """The LIBERO point ``name`` against ``main_only``'s on their shared planned episodes (None
     for main-only itself or when either point is missing; a refusal is logged and left out)."""
-    from rsdvla.evaluation.compare import paired_against
-    from rsdvla.evaluation.episodes import plan_episodes
+    from rsdvla.evaluation.libero.episodes import plan_episodes
+    from rsdvla.evaluation.reports.compare import paired_against
 
     if name == REFERENCE or name not in libero or REFERENCE not in libero:
         return None
@@ -538,6 +538,6 @@ median main-only call / median call). LIBERO: libero_object, all 10 tasks, initi
 same hidden states as main-only, chunk by chunk. `offline frontier`: no other setting is at
 least as fast with a lower action error. Paired columns: the same episodes (task, initial state,
 seed) under the setting and under main-only; the success difference with Newcombe's paired 95%
-interval and McNemar's exact p (`python -m rsdvla.evaluation.compare <main_only> <setting>`
+interval and McNemar's exact p (`python -m rsdvla.evaluation.reports.compare <main_only> <setting>`
 prints the per-task table).
 """

@@ -28,8 +28,8 @@ from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
 from rsdvla.decoding.stats import speculated_acceptance, timed_call
-from rsdvla.evaluation.aggregate import write_json_atomic
-from rsdvla.evaluation.plots import plot_summary
+from rsdvla.evaluation.reports.aggregate import write_json_atomic
+from rsdvla.evaluation.reports.plots import plot_summary
 
 SPLITS = ("val", "train", "all")
 

@@ -1,6 +1,6 @@
 """Collect a Hydra multirun of evaluations into one CSV and one plot.
 
-    python -m rsdvla.evaluation.sweep outputs/evaluate/multiruns/<time> [--csv out.csv] [--png out.png]
+    python -m rsdvla.evaluation.reports.sweep outputs/evaluate/multiruns/<time> [--csv out.csv] [--png out.png]
 
 Reads every ``<job>/summary.json`` under the multirun directory and the job's
 ``<job>/.hydra/overrides.yaml``; writes ``sweep.csv`` (a row per job: job, overrides, key
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from rsdvla.evaluation.plots import save_figure
+from rsdvla.evaluation.reports.plots import save_figure
 
 METRICS = (
     "speedup",
@@ -88,7 +88,7 @@ def add_paired(rows: list[dict], multirun_dir: Path, reference: str | None = Non
     """Add :data:`PAIRED_COLUMNS` to the LIBERO jobs: each against the reference job (``reference``,
     else the first with ``decoder=main_only``) on their shared episodes. Returns the reference
     job, or None when there is none (then nothing is added)."""
-    from rsdvla.evaluation.compare import paired_against
+    from rsdvla.evaluation.reports.compare import paired_against
 
     if reference is None:
         reference = next((r["job"] for r in rows if r.get("decoder") == "main_only"), None)

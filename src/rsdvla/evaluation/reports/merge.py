@@ -1,7 +1,7 @@
 """Merge episode files of sharded LIBERO runs into one summary.
 
-    python -m rsdvla.evaluation.merge outputs/evaluate/multiruns/<time>          # a sweep dir
-    python -m rsdvla.evaluation.merge a/episodes.shard0of2.jsonl b/episodes.shard1of2.jsonl --out summary.json
+    python -m rsdvla.evaluation.reports.merge outputs/evaluate/multiruns/<time>          # a sweep dir
+    python -m rsdvla.evaluation.reports.merge a/episodes.shard0of2.jsonl b/episodes.shard1of2.jsonl --out summary.json
 
 Folders are searched recursively for ``episodes*.jsonl``. An episode recorded in several files
 counts once. Each episode file's run file (``run.shard{i}of{N}.json`` beside it) says what it was
@@ -19,8 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
-from rsdvla.evaluation.episodes import (
+from rsdvla.evaluation.libero.episodes import (
     describe_differences,
     is_error,
     plan_episodes,
@@ -29,6 +28,7 @@ from rsdvla.evaluation.episodes import (
     record_key,
     run_file_for,
 )
+from rsdvla.evaluation.reports.aggregate import render_summary, summarize, write_json_atomic
 
 
 def find_episode_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -118,7 +118,7 @@ def default_output(paths: Sequence[str]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m rsdvla.evaluation.merge", description=__doc__.splitlines()[0]
+        prog="python -m rsdvla.evaluation.reports.merge", description=__doc__.splitlines()[0]
     )
     parser.add_argument("paths", nargs="+", help="run/sweep folders or episodes*.jsonl files")
     parser.add_argument(

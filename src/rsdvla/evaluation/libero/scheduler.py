@@ -26,15 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsdvla.evaluation.episodes import EpisodeSpec
-from rsdvla.evaluation.rollout import (
+from rsdvla.evaluation.libero.episodes import EpisodeSpec
+from rsdvla.evaluation.libero.rollout import (
     EpisodeRecorder,
     episode_seed,
     error_record,
     policy_observation,
     seed_globals,
 )
-from rsdvla.evaluation.workers import Failure
+from rsdvla.evaluation.libero.workers import Failure
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdvla.evaluation.episodes import EpisodeKey, read_episode_file, record_key
+from rsdvla.evaluation.libero.episodes import EpisodeKey, read_episode_file, record_key
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ BAR_HEIGHT = 6
 
 def replay_settings(run):
     """``LiberoEvalSettings`` of ``run`` (``compare.Run``) from its run file, with videos on."""
-    from rsdvla.evaluation.libero_runner import LiberoEvalSettings
+    from rsdvla.evaluation.libero.runner import LiberoEvalSettings
 
     known = {f.name for f in fields(LiberoEvalSettings)}
     recorded = {k: v for k, v in (run.identity.get("settings") or {}).items() if k in known}
@@ -64,7 +64,7 @@ def build_run_policy(run, out_dir: Path):
     from omegaconf import OmegaConf, open_dict
 
     from rsdvla.cli import build
-    from rsdvla.evaluation.libero_runner import build_policy, run_identity
+    from rsdvla.evaluation.libero.runner import build_policy, run_identity
     from rsdvla.evaluation.stack import load_stack
 
     config = run.files[0].parent / ".hydra" / "config.yaml"
@@ -82,7 +82,7 @@ def build_run_policy(run, out_dir: Path):
     identity = run_identity(cfg, stack, getattr(backbone, "backbone_id", cfg.backbone._target_))
     recorded = {k: v for k, v in run.identity.items() if k != "settings"}
     if not json_equal(recorded, identity):
-        from rsdvla.evaluation.episodes import describe_differences
+        from rsdvla.evaluation.libero.episodes import describe_differences
 
         raise ValueError(
             f"{config}: the stack loaded now differs from the one {run.path} was run with "
@@ -102,7 +102,7 @@ def replay_run(
 ) -> list[dict]:
     """Rerun the episodes ``keys`` (``record_key``) of ``run`` with videos into ``out_dir``;
     returns their replayed records. ``policy``/``envs``: injected (tests), else built."""
-    from rsdvla.evaluation.libero_runner import LiberoRunner
+    from rsdvla.evaluation.libero.runner import LiberoRunner
 
     if policy is None:
         policy, identity = build_run_policy(run, out_dir)
@@ -186,7 +186,7 @@ def side_by_side(
 
 
 def video_of(folder: Path, record: dict) -> Path | None:
-    from rsdvla.evaluation.videos import video_path
+    from rsdvla.evaluation.libero.videos import video_path
 
     path = video_path(
         folder, record["suite"], int(record["task_id"]), int(record["trial"]), record["success"]
@@ -205,7 +205,7 @@ def replay_discordant(
     """For each comparison of ``result`` (``compare_loaded``), replay its discordant episodes in
     both runs and write side-by-side videos. ``make(run) -> (policy, envs)``: injected (tests).
     Returns ``{label: {"videos": [...], "not_reproduced": [...]}}``."""
-    from rsdvla.evaluation.videos import video_path, write_video
+    from rsdvla.evaluation.libero.videos import video_path, write_video
 
     by_label = {r.label: r for r in runs}
     ref = runs[0]

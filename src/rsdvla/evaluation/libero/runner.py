@@ -8,7 +8,7 @@ LIBERO's ``done``, 8-action chunks executed open loop (the policy's action queue
 Files in ``output_dir`` (the Hydra run dir): ``episodes.jsonl`` (one line per finished
 episode; a rerun in the same dir skips them), ``summary.json`` (atomic), ``videos/`` (opt-in).
 With ``eval.num_shards=N`` each shard ``i`` writes ``episodes.shard{i}of{N}.jsonl`` and
-``summary.shard{i}of{N}.json``; ``python -m rsdvla.evaluation.merge`` combines them.
+``summary.shard{i}of{N}.json``; ``python -m rsdvla.evaluation.reports.merge`` combines them.
 ``env.num_envs=N`` runs a shard's episodes on N simulator workers with one batched policy call
 a step (``vector_rollout``, ``workers``); only this process writes the episode file.
 """
@@ -30,9 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsdvla.backbones.preprocessing import CAMERAS
 from rsdvla.envs.libero import MAX_STEPS, SUITES
-from rsdvla.evaluation.aggregate import render_summary, summarize, write_json_atomic
-from rsdvla.evaluation.diagnostic_plots import plot_diagnostics
-from rsdvla.evaluation.episodes import (
+from rsdvla.evaluation.libero.episodes import (
     EpisodeFile,
     EpisodeSpec,
     describe_differences,
@@ -46,11 +44,12 @@ from rsdvla.evaluation.episodes import (
     shard_episodes,
     summary_file_name,
 )
-from rsdvla.evaluation.plots import plot_summary
-from rsdvla.evaluation.rollout import seed_episode  # noqa: F401  (re-exported: its home before)
-from rsdvla.evaluation.vector_rollout import StageTimes, run_episodes
-from rsdvla.evaluation.videos import video_path, write_video
-from rsdvla.evaluation.workers import make_simulators
+from rsdvla.evaluation.libero.scheduler import StageTimes, run_episodes
+from rsdvla.evaluation.libero.videos import video_path, write_video
+from rsdvla.evaluation.libero.workers import make_simulators
+from rsdvla.evaluation.reports.aggregate import render_summary, summarize, write_json_atomic
+from rsdvla.evaluation.reports.diagnostic_plots import plot_diagnostics
+from rsdvla.evaluation.reports.plots import plot_summary
 
 log = logging.getLogger(__name__)
 

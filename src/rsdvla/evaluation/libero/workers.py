@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rsdvla.evaluation.episodes import EpisodeSpec
-from rsdvla.evaluation.rollout import POLICY_KEYS, seed_globals
+from rsdvla.evaluation.libero.episodes import EpisodeSpec
+from rsdvla.evaluation.libero.rollout import POLICY_KEYS, seed_globals
 
 log = logging.getLogger(__name__)
 

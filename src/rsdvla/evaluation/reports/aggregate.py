@@ -1,6 +1,6 @@
 """Episode records -> one summary: success with Wilson intervals, latency percentiles, acceptance.
 
-Record fields read here (written by ``rsdvla.evaluation.rollout``): ``suite``, ``task_id``,
+Record fields read here (written by ``rsdvla.evaluation.libero.rollout``): ``suite``, ``task_id``,
 ``instruction``, ``trial``, ``success``, ``steps``, ``accepted_layers`` (per chunk, null for
 main-only), ``layer_acceptance`` (per chunk ``[k]``), ``latency_ms`` (``stage -> [per chunk]``).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdvla.evaluation.episodes import error_keys, unique_records
+from rsdvla.evaluation.libero.episodes import error_keys, unique_records
 
 STAGE_ORDER = (
     "backbone",

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rsdvla.evaluation.paired import format_paired
+from rsdvla.evaluation.reports.paired import format_paired
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ REFERENCE = "main_only"
 def paired_vs_reference(work: Path, name: str, decoders: list[str]) -> dict | None:
     """``name``'s LIBERO episodes against main-only's, paired (None for main-only itself, when
     either has no episodes, or when the pairing is refused: logged)."""
-    from rsdvla.evaluation.compare import paired_against
+    from rsdvla.evaluation.reports.compare import paired_against
 
     if name == REFERENCE or REFERENCE not in decoders:
         return None
@@ -42,7 +42,7 @@ def paired_vs_reference(work: Path, name: str, decoders: list[str]) -> dict | No
 
 def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
     """Merge the offline and LIBERO summaries of each decoder into one flat row; ``paired``:
-    its LIBERO episodes against main-only's (``rsdvla.evaluation.paired.paired_comparison``)."""
+    its LIBERO episodes against main-only's (``rsdvla.evaluation.reports.paired.paired_comparison``)."""
     rows = []
     for name in decoders:
         offline, libero = (

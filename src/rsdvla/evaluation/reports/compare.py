@@ -1,6 +1,6 @@
 """Paired comparison of LIBERO runs on the same episodes.
 
-    python -m rsdvla.evaluation.compare RUN_A RUN_B [RUN_C ...] [--out DIR] [--labels a b c]
+    python -m rsdvla.evaluation.reports.compare RUN_A RUN_B [RUN_C ...] [--out DIR] [--labels a b c]
 
 Each RUN is a run folder (``episodes*.jsonl`` with their ``run*.json``), a merged summary (a
 ``summary.json`` with ``merged_from``, or its folder) or a frontier point (``<work_dir>/<name>``).
@@ -11,12 +11,12 @@ convention) or that share no episode are refused in one line naming the field.
 
 For every run against the first (the reference, e.g. main-only), overall and per task: the
 paired counts, the success difference with a 95% paired interval and McNemar's exact p (see
-``rsdvla.evaluation.paired``). Writes ``compare.md``, ``compare.json`` and ``compare.png``
+``rsdvla.evaluation.reports.paired``). Writes ``compare.md``, ``compare.json`` and ``compare.png``
 (per-task paired differences) into ``--out`` (default: ``outputs/compare/<A>_vs_<B>...``,
 outside the run folders, which merge and sweep search recursively), and
 ``diagnostics_<run>.png`` per run whose records carry diagnostics. ``--videos`` reruns the
 discordant episodes with videos on and writes side-by-side A | B videos
-(``rsdvla.evaluation.replay``).
+(``rsdvla.evaluation.libero.replay``).
 """
 
 from __future__ import annotations
@@ -29,16 +29,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsdvla.evaluation.aggregate import write_json_atomic
-from rsdvla.evaluation.episodes import (
+from rsdvla.evaluation.libero.episodes import (
     describe_differences,
     read_episode_file,
     record_key,
     unique_records,
 )
-from rsdvla.evaluation.merge import common_identity, find_episode_files
-from rsdvla.evaluation.paired import CI_METHOD, TEST_METHOD, format_paired, paired_comparison
-from rsdvla.evaluation.plots import save_figure
+from rsdvla.evaluation.reports.aggregate import write_json_atomic
+from rsdvla.evaluation.reports.merge import common_identity, find_episode_files
+from rsdvla.evaluation.reports.paired import (
+    CI_METHOD,
+    TEST_METHOD,
+    format_paired,
+    paired_comparison,
+)
+from rsdvla.evaluation.reports.plots import save_figure
 
 PROTOCOL_IDENTITY_KEYS = ("settings", "backbone", "invert_gripper")
 """Run-file identity entries two compared runs must share (decoder, checkpoints, precision are
@@ -295,8 +300,8 @@ def _safe_name(label: str) -> str:
 
 def write_outputs(result: dict, out: Path, runs: Sequence[Run] = ()) -> dict[str, Path]:
     """``compare.md``, ``compare.json``, ``compare.png`` and, per run whose records carry them,
-    ``diagnostics_<label>.png`` (``rsdvla.evaluation.diagnostic_plots``)."""
-    from rsdvla.evaluation.diagnostic_plots import plot_diagnostics
+    ``diagnostics_<label>.png`` (``rsdvla.evaluation.reports.diagnostic_plots``)."""
+    from rsdvla.evaluation.reports.diagnostic_plots import plot_diagnostics
 
     out.mkdir(parents=True, exist_ok=True)
     md = out / "compare.md"
@@ -317,7 +322,7 @@ def write_outputs(result: dict, out: Path, runs: Sequence[Run] = ()) -> dict[str
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m rsdvla.evaluation.compare", description=__doc__.splitlines()[0]
+        prog="python -m rsdvla.evaluation.reports.compare", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", help="reference run first, then the runs to compare")
     parser.add_argument(
@@ -348,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             )
     print("written: " + ", ".join(str(p) for p in written.values()))
     if args.videos:
-        from rsdvla.evaluation.replay import replay_discordant
+        from rsdvla.evaluation.libero.replay import replay_discordant
 
         result["videos"] = replay_discordant(runs, result, out, max_episodes=args.max_videos)
         write_json_atomic(out / "compare.json", result)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdvla.evaluation.plots import save_figure
+from rsdvla.evaluation.reports.plots import save_figure
 
 
 def has_diagnostics(records: Sequence[dict]) -> bool:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from rsdvla.backbones.preprocessing import CAMERAS
+from rsdvla.decoding.divergence import episode_fields
 from rsdvla.envs.diagnostics import StepLog
-from rsdvla.evaluation.divergence import episode_fields
-from rsdvla.evaluation.episodes import EpisodeSpec
+from rsdvla.evaluation.libero.episodes import EpisodeSpec
 
 POLICY_KEYS = (*CAMERAS, "proprio", "object_state")
 """Observation keys a policy reads; the env wrapper, demo reader and backbones share these names."""
