@@ -20,9 +20,25 @@ def test_outputs_match_committed_tensors():
     actual = compute_cases()
     assert expected.keys() == actual.keys()
     for name, value in expected.items():
+        if name == "tokenizer_codes":
+            assert_codes_match(actual[name], value)
+            continue
         torch.testing.assert_close(
             actual[name], value, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
         )
+
+
+def assert_codes_match(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Codes ``[B, T, D, L]``: every layer but the deepest equal; the deepest within one level.
+
+    The deepest layer quantizes the residual scaled by (K-1)^(L-1) (6^7 = 279,936 here), so a
+    last-bit difference in the float32 encoder between CPU kernels (AVX2 vs AVX-512) can move a
+    value across a rounding boundary there: one level, at a handful of the 256 tokens.
+    """
+    torch.testing.assert_close(actual[..., :-1], expected[..., :-1], rtol=0, atol=0)
+    deepest = (actual[..., -1] - expected[..., -1]).abs()
+    assert deepest.max() <= 1, deepest.max()
+    assert (deepest != 0).float().mean() <= 0.02, (deepest != 0).sum()
 
 
 def layer_norm(x, sd, prefix):
@@ -89,7 +105,7 @@ def test_committed_logits_match_an_independent_reference():
     tok, main, draft, actions, h = build_models_and_inputs()
     tokens = expected["tokenizer_codes"].permute(0, 3, 1, 2).reshape(2, 8, 128)
     with torch.no_grad():
-        torch.testing.assert_close(tok.encode(actions), expected["tokenizer_codes"], rtol=0, atol=0)
+        assert_codes_match(tok.encode(actions), expected["tokenizer_codes"])
         main_ref = reference_main(main, h, tokens)[:, :, :4]
         draft_ref = reference_draft(draft, h)[:, :, :4]
     torch.testing.assert_close(main_ref, expected["main_logits"], atol=1e-5, rtol=1e-4)
