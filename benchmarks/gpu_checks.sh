@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows in one command, for a machine with a GPU:
-#   bash benchmarks/gpu_checks.sh            # writes into $OUT (the device tool's folder) or outputs/gpu_checks
+#   bash benchmarks/gpu_checks.sh            # writes into $OUT (where set) or outputs/gpu_checks
 # The decoding benchmark needs only torch and numpy beside src/ (no install). It runs twice, eager and
 # with decoder.compile (torch.compile with CUDA graphs), each into its own section of
 # $OUT/benchmarks_gpu.md and its own JSON; copy the sections into docs/benchmarks.md.
