@@ -37,7 +37,7 @@ from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
-from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
+from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
 
 SECTION = "## Decoding speed"
 
@@ -339,7 +339,7 @@ def trained_stack(args, device, precision: str):
 
     main = MainModel.from_checkpoint(args.main_ckpt).to(device)
     draft = DraftModel.from_checkpoint(args.draft_ckpt).to(device)
-    tokenizer = RFSQTokenizer.from_checkpoint(args.tokenizer_ckpt).to(device)
+    tokenizer = load_tokenizer(args.tokenizer_ckpt, field="--tokenizer-ckpt").to(device)
     cast_for_decoding(PRECISIONS[precision], main, draft)
     arrays = HiddenStateStore(args.store).load(("hidden", "episode"))
     _, val = split_episodes(arrays["episode"], args.val_fraction, args.seed)
@@ -355,7 +355,7 @@ def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, preci
     """Every setting of :data:`SETTINGS` (and the trained one) at one precision and batch size."""
     levels = main_model.config.levels
     main_only = MainOnlyDecoder(main_model, tokenizer, compile=args.compile)
-    greedy = codes_to_layers(main_only(h).codes)  # the oracle's answer, in this precision
+    greedy = tokenizer.codes_to_layers(main_only(h).codes)  # the oracle's answer, in this precision
     settings = {
         "main-only": (main_only, h),
         "main-only m=3": (

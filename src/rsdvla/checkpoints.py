@@ -218,26 +218,34 @@ def load_module(
 def code_space(obj) -> dict:
     """What a tokenizer, main or draft (module or config) says about the code space.
 
-    ``levels`` (K), ``tokens_per_layer`` (T*D), and where defined ``num_layers`` (L: the
-    tokenizer's layers, main's ``num_code_layers``), ``num_draft_layers`` (k) and ``hidden_dim`` (H).
+    ``family`` (the tokenizer family: a tokenizer's own, a model's ``tokenizer_family``),
+    ``levels`` (the vocabulary of a token: K for RFSQ, C for residual VQ), ``tokens_per_layer``
+    (T*D for RFSQ, G for residual VQ), and where defined ``num_layers`` (L: the tokenizer's
+    layers, main's ``num_code_layers``), ``num_draft_layers`` (k) and ``hidden_dim`` (H).
     """
     cfg = getattr(obj, "config", obj)
     out = {}
-    if hasattr(cfg, "chunk_size") and hasattr(cfg, "latent_dim"):  # tokenizer
-        out["tokens_per_layer"] = cfg.chunk_size * cfg.latent_dim
-        out["num_layers"] = cfg.num_layers
-    elif hasattr(cfg, "num_code_layers"):  # main
+    if getattr(cfg, "family", None):  # a tokenizer config
+        out["family"] = cfg.family
+    elif hasattr(cfg, "tokenizer_family"):  # a model trained on a tokenizer
+        out["family"] = cfg.tokenizer_family
+    if hasattr(cfg, "num_code_layers"):  # main
         out["num_layers"] = cfg.num_code_layers
-    for name in ("levels", "tokens_per_layer", "num_draft_layers", "hidden_dim"):
+    for name in ("num_layers", "levels", "tokens_per_layer", "num_draft_layers", "hidden_dim"):
         if hasattr(cfg, name) and name not in out:
             out[name] = getattr(cfg, name)
     return out
 
 
+MODEL_FIELD_NAMES = {"num_layers": "num_code_layers", "family": "tokenizer_family"}
+
+
 def _field_name(obj, field: str) -> str:
-    """A main config calls the tokenizer's ``num_layers`` ``num_code_layers``."""
+    """A model config calls the tokenizer's ``num_layers`` ``num_code_layers`` (main) and its
+    ``family`` ``tokenizer_family``."""
     cfg = getattr(obj, "config", obj)
-    return "num_code_layers" if field == "num_layers" and hasattr(cfg, "num_code_layers") else field
+    name = MODEL_FIELD_NAMES.get(field)
+    return name if name and hasattr(cfg, name) else field
 
 
 def check_same(
@@ -269,7 +277,8 @@ def check_draft_depth(tokenizer_layers: int, draft_layers: int, where: str, fiel
 def check_tokenizer_matches(
     tokenizer_config, model_config, tokenizer_path: str, model_field: str
 ) -> None:
-    """Fail early when a tokenizer's K/L/T*D differ from what a main or draft model was built for.
+    """Fail early when a tokenizer's family, vocabulary, L or tokens per layer differ from what a
+    main or draft model was built for.
 
     ``model_config`` needs ``levels``, ``tokens_per_layer`` and either ``num_code_layers`` (main)
     or ``num_draft_layers`` (draft, which must not exceed the tokenizer's L).
@@ -279,7 +288,7 @@ def check_tokenizer_matches(
         f"{tokenizer_path}: tokenizer",
         model_config,
         model_field,
-        ("levels", "tokens_per_layer", "num_layers"),
+        ("family", "levels", "tokens_per_layer", "num_layers"),
         "set the field to match or use the tokenizer this model was trained with",
     )
     k = getattr(model_config, "num_draft_layers", None)

@@ -98,6 +98,31 @@ class FiniteTrainingCallback(L.Callback):
             self._stop(trainer, f"weight `{bad[0]}` ({len(bad)} tensors)")
 
 
+MODEL_CONFIG_KEYS = ("main", "draft", "context_draft")
+
+
+def fill_code_space(cfg: DictConfig, tokenizer) -> None:
+    """Set the model's unset (null) code-space fields from the tokenizer it trains on.
+
+    ``tokens_per_layer`` (N), ``levels`` (the vocabulary), ``tokenizer_family`` and, for main,
+    ``num_code_layers`` (L) come from the tokenizer, never from constants; a value set by hand is
+    kept and checked against the tokenizer by :func:`record_lineage` (one line if it differs).
+    """
+    key = next((k for k in MODEL_CONFIG_KEYS if k in cfg.model.module), None)
+    if key is None:
+        return
+    fields = cfg.model.module[key]
+    values = {
+        "tokens_per_layer": tokenizer.tokens_per_layer,
+        "levels": tokenizer.levels,
+        "tokenizer_family": tokenizer.family,
+        "num_code_layers": tokenizer.num_layers,
+    }
+    for name, value in values.items():
+        if name in fields and fields[name] is None:
+            fields[name] = value
+
+
 def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | None) -> dict:
     """``module.hparams["lineage"]``: the store's identity, the tokenizer's and teacher's hashes.
 
@@ -108,9 +133,11 @@ def record_lineage(cfg: DictConfig, module, datamodule, tokenizer_ckpt: str | No
     lineage: dict = {"store": store}
     tokenizer = None
     if tokenizer_ckpt is not None:
-        from rsdvla.tokenizer import RFSQTokenizer
+        from rsdvla.tokenizer import load_tokenizer
 
-        tokenizer = RFSQTokenizer.from_checkpoint(tokenizer_ckpt)
+        tokenizer = getattr(datamodule, "tokenizer", None) or load_tokenizer(
+            tokenizer_ckpt, field="tokenizer.ckpt"
+        )
         check_tokenizer_matches(
             tokenizer.config, module.model.config, tokenizer_ckpt, f"model.module.{cfg.model.name}"
         )
@@ -270,6 +297,8 @@ def run(cfg: DictConfig) -> dict:
     datamodule = build(
         cfg.data, tokenizer_ckpt=tokenizer_ckpt, load_hidden=model_cfg.needs_hidden, _convert_="all"
     )
+    if tokenizer_ckpt is not None:
+        fill_code_space(cfg, datamodule.tokenizer)
     module = build(model_cfg.module, action_stats=datamodule.action_stats, _convert_="all")
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)  # checkpoints stand alone
     lineage = record_lineage(cfg, module, datamodule, tokenizer_ckpt)

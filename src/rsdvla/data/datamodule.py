@@ -1,7 +1,7 @@
 """One LightningDataModule for the tokenizer, the main model and the draft model.
 
 Serves batches ``{"hidden": [B, H] float32, "actions": [B, T, A], "tokens": [B, L, N]}`` from a
-hidden-state store held in memory. ``tokens`` (RFSQ codes as layer tokens) are computed once at
+hidden-state store held in memory. ``tokens`` (the tokenizer's codes as layer tokens ``[B, L, N]``) are computed once at
 setup with the tokenizer checkpoint named in config; the tokenizer itself trains on actions only.
 """
 
@@ -125,6 +125,11 @@ class HiddenStateDataModule(L.LightningDataModule):
                 f"set data.hidden_dim={self.store.hidden_dim} (models read it) or use a store from the matching backbone"
             )
         self.action_stats = self.store.action_stats
+        self.tokenizer = None  # the tokenizer of ``tokens`` (either family), read once
+        if tokenizer_ckpt is not None:
+            from rsdvla.tokenizer import load_tokenizer
+
+            self.tokenizer = load_tokenizer(tokenizer_ckpt, field="tokenizer.ckpt")
         self.train_set: _InMemoryBatches | None = None
         self.val_set: _InMemoryBatches | None = None
 
@@ -146,16 +151,14 @@ class HiddenStateDataModule(L.LightningDataModule):
         self.val_set = _InMemoryBatches({k: v[val_idx] for k, v in fields.items()})
 
     def _tokens(self, actions: torch.Tensor) -> torch.Tensor:
-        from rsdvla.tokenizer import RFSQTokenizer, codes_to_layers
-
-        tokenizer = RFSQTokenizer.from_checkpoint(self.tokenizer_ckpt)
+        tokenizer = self.tokenizer
         if tuple(actions.shape[1:]) != (tokenizer.config.chunk_size, tokenizer.config.action_dim):
             raise StoreError(
                 f"{self.path}: `actions` chunks are {tuple(actions.shape[1:])} but tokenizer {self.tokenizer_ckpt} "
                 f"expects ({tokenizer.config.chunk_size}, {tokenizer.config.action_dim}); retrain the tokenizer on this store"
             )
-        tokens = [codes_to_layers(tokenizer.encode(a)) for a in actions.split(8192)]
-        return torch.cat(tokens).to(torch.uint8 if tokenizer.levels <= 255 else torch.long)
+        tokens = [tokenizer.codes_to_layers(tokenizer.encode(a)) for a in actions.split(8192)]
+        return torch.cat(tokens).to(torch.uint8 if tokenizer.levels <= 256 else torch.long)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         """Whole batches gathered in one indexing call; sharded over the ranks of a DDP run.

@@ -19,7 +19,6 @@ from torch import nn
 
 from rsdvla.decoding.rows import noise_for
 from rsdvla.decoding.sampling import GeneratorCache, choose_tokens, sample_from_probs
-from rsdvla.tokenizer import layers_to_codes
 
 
 @dataclass
@@ -176,9 +175,8 @@ class ActionDistanceAcceptance(AcceptanceRule):
     ) -> torch.Tensor:
         """``Tensor[B, k]``: action change caused by each drafted layer vs main's choice for it."""
         b, k, _ = drafted.shape
-        chunk = tokenizer.config.chunk_size
-        drafted_codes = layers_to_codes(drafted, chunk)  # [B, T, D, k]
-        main_codes = layers_to_codes(main_choice[:, :k], chunk)
+        drafted_codes = tokenizer.layers_to_codes(drafted)  # [B, ..., k] (RFSQ: [B, T, D, k])
+        main_codes = tokenizer.layers_to_codes(main_choice[:, :k])
         out = drafted.new_empty((b, k), dtype=torch.float32)
         for j in range(k):  # k <= L-1 partial decodes, each batched over samples and both variants
             with_main = torch.cat([drafted_codes[..., :j], main_codes[..., j : j + 1]], dim=-1)

@@ -20,7 +20,6 @@ from rsdvla.decoding.compat import check_main_tokenizer
 from rsdvla.decoding.main_loop import argmax_tokens, new_layers
 from rsdvla.decoding.main_only import check_depth
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
-from rsdvla.tokenizer import layers_to_codes
 
 
 class AdaptiveDepthDecoder:
@@ -77,7 +76,6 @@ class AdaptiveDepthDecoder:
         self.min_depth = check_depth(min_depth, self.max_depth, "decoder.min_depth", conf)
         self.epsilon = float(epsilon)
         self.tokens_per_layer = main.config.tokens_per_layer
-        self.chunk_size = tokenizer.config.chunk_size
 
     @torch.inference_mode()
     def __call__(self, h: torch.Tensor) -> DecodeResult:
@@ -94,7 +92,7 @@ class AdaptiveDepthDecoder:
             steps += 1
             if j + 1 < self.min_depth:
                 continue
-            codes = layers_to_codes(layers[:, : j + 1], self.chunk_size)
+            codes = self.tokenizer.layers_to_codes(layers[:, : j + 1])
             now = self.tokenizer.decode(codes, num_layers=j + 1, validate=False)
             if actions is None:
                 actions = now
@@ -108,7 +106,7 @@ class AdaptiveDepthDecoder:
                 break
         timer.lap("main_steps")
         stats = DecodeStats.not_speculated(b, h.device, steps, timer, decoded_layers=depth)
-        codes = layers_to_codes(layers[:, :steps], self.chunk_size)
+        codes = self.tokenizer.layers_to_codes(layers[:, :steps])
         return DecodeResult(codes=codes, actions=actions, stats=stats)
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ def check_main_tokenizer(main: nn.Module, tokenizer: nn.Module) -> None:
         "tokenizer",
         main,
         "main",
-        ("num_layers", "levels", "tokens_per_layer"),
+        ("family", "num_layers", "levels", "tokens_per_layer"),
         "use the tokenizer checkpoint the main model was trained with (ckpt.tokenizer)",
     )
 
@@ -30,7 +30,7 @@ def check_teacher(teacher: nn.Module, draft: nn.Module, teacher_path: str) -> No
         f"{teacher_path}: teacher main",
         draft,
         "draft",
-        ("hidden_dim", "tokens_per_layer", "levels"),
+        ("family", "hidden_dim", "tokens_per_layer", "levels"),
         "set model.module.teacher_ckpt to a main trained on this store",
     )
 
@@ -49,7 +49,7 @@ def check_draft(main: nn.Module, draft: nn.Module, k: int | None) -> int:
             "main",
             draft,
             "draft",
-            ("levels", "tokens_per_layer"),
+            ("family", "levels", "tokens_per_layer"),
             "use a draft checkpoint trained with the same tokenizer (ckpt.draft)",
         )
     k = draft_k if k is None else int(k)
@@ -92,6 +92,6 @@ def check_context_teacher(teacher: nn.Module, draft: nn.Module, teacher_path: st
         where,
         draft,
         field,
-        ("tokens_per_layer", "levels"),
+        ("family", "tokens_per_layer", "levels"),
         f"set that field of {field} to the teacher's, or model.module.teacher_ckpt to a main of this code space",
     )

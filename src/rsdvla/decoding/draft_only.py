@@ -9,7 +9,6 @@ from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_
 from rsdvla.decoding.main_only import check_depth
 from rsdvla.decoding.speculative import draft_logits_for
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
-from rsdvla.tokenizer import layers_to_codes
 
 
 class DraftOnlyDecoder:
@@ -37,14 +36,13 @@ class DraftOnlyDecoder:
             self.k = min(self.k, check_depth(depth, main.config.num_code_layers))
         check_context_draft(main, draft)
         self.main, self.draft, self.tokenizer = main.eval(), draft.eval(), tokenizer.eval()
-        self.chunk_size = tokenizer.config.chunk_size
 
     @torch.inference_mode()
     def __call__(self, h: torch.Tensor) -> DecodeResult:
         timer = StageTimer(h.device)
         layers = draft_logits_for(self.draft, self.main, h)[:, : self.k].argmax(-1)  # [B, k, N]
         timer.lap("draft")
-        codes = layers_to_codes(layers, self.chunk_size)
+        codes = self.tokenizer.layers_to_codes(layers)
         actions = self.tokenizer.decode(codes, num_layers=self.k, validate=False)
         timer.lap("detokenize")
         b = h.shape[0]

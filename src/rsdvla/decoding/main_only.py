@@ -17,7 +17,6 @@ from rsdvla.decoding.main_loop import decode_steps, new_layers
 from rsdvla.decoding.rows import RowState, advance, noise_for
 from rsdvla.decoding.sampling import GeneratorCache, choose_tokens
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer
-from rsdvla.tokenizer import layers_to_codes
 
 
 def check_depth(
@@ -76,7 +75,6 @@ class MainOnlyDecoder:
         self.num_layers = main.config.num_code_layers
         self.depth = check_depth(depth, self.num_layers)
         self.tokens_per_layer = main.config.tokens_per_layer
-        self.chunk_size = tokenizer.config.chunk_size
         self.compiled = compile_main(main) if compile else False
 
     def choose(self, logits: torch.Tensor, layer: int = 0, noise=None) -> torch.Tensor:
@@ -100,7 +98,7 @@ class MainOnlyDecoder:
         )
         advance(rows)
         timer.lap("main_steps")
-        codes = layers_to_codes(layers, self.chunk_size)
+        codes = self.tokenizer.layers_to_codes(layers)
         actions = self.tokenizer.decode(codes, num_layers=self.depth, validate=False)
         timer.lap("detokenize")
         decoded = (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance
+from rsdvla.decoding.acceptance import AcceptanceRule, ExactAcceptance, Judgement
 from rsdvla.decoding.compat import check_context_draft, check_draft, check_main_tokenizer
 from rsdvla.decoding.compile import compile_main
 from rsdvla.decoding.main_loop import decode_steps, new_layers
@@ -15,7 +15,7 @@ from rsdvla.decoding.main_only import check_depth
 from rsdvla.decoding.rows import RowState, advance
 from rsdvla.decoding.sampling import RowNoise
 from rsdvla.decoding.stats import DecodeResult, DecodeStats, StageTimer, merge_row_results
-from rsdvla.tokenizer import layers_to_codes
+from rsdvla.decoding.tree import best_candidates, check_tree_width, top_layers, tree_rows
 
 
 def draft_logits_for(draft: nn.Module, main: nn.Module, h: torch.Tensor, state=None):
@@ -35,7 +35,7 @@ class SpeculativeDecoder:
         draft: ``DraftModel`` (reads ``h``), ``ContextDraft`` (``reads_main_context``: reads main's
             context state, which the verify pass then reuses), or any module with
             ``num_draft_layers`` and ``forward(h) -> logits[B, k', N, K]``.
-        tokenizer: ``RFSQTokenizer`` matching ``main``.
+        tokenizer: a tokenizer (RFSQ or chunk residual VQ) matching ``main``.
         acceptance: an ``AcceptanceRule`` (``decoder/acceptance`` config group); default ``exact``.
         k: layers to draft, 1..min(draft k, L-1); None uses the draft's k.
         skip_below: opt-in fallback for drafts that do not pay off. The decoder keeps an exponential
@@ -49,6 +49,11 @@ class SpeculativeDecoder:
             ``depth``: the draft proposes at most ``depth - 1`` of them, main finishes the rest,
             and the tokenizer decodes that prefix. With ``ExactAcceptance`` the codes equal
             ``MainOnlyDecoder(depth=depth)``'s.
+        tree_width: n >= 1 guesses for the first drafted layer (a draft tree): the draft's n most
+            probable layers (:func:`rsdvla.decoding.tree.top_layers`), each followed by the draft's
+            argmax for the later layers, verified as n rows of one batched pass; each sample keeps
+            the row with the most accepted layers. Greedy rules only (``exact`` stays exact:
+            every row's layer-0 prediction is main's own); 1: one guess.
 
     One call, for ``h[B, H]``:
       1. draft logits ``[B, k, N, K]`` -> drafted codes ``[B, k, N]`` (``acceptance.propose``);
@@ -78,6 +83,7 @@ class SpeculativeDecoder:
         probe_every: int = 8,
         compile: bool = False,
         depth: int | None = None,
+        tree_width: int = 1,
     ):
         check_main_tokenizer(main, tokenizer)
         self.k = check_draft(main, draft, k)
@@ -94,8 +100,14 @@ class SpeculativeDecoder:
         self.draft = draft.eval()
         self.tokenizer = tokenizer.eval()
         self.acceptance = acceptance if acceptance is not None else ExactAcceptance()
+        cfg = main.config
+        self.tree_width = check_tree_width(tree_width, cfg.tokens_per_layer, cfg.levels)
+        if self.tree_width > 1 and self.acceptance.temperature > 0:
+            raise ValueError(
+                f"decoder.tree_width={self.tree_width} needs a greedy acceptance rule: "
+                f"{self.acceptance.name} verifies one sampled draft per layer; set decoder.tree_width=1"
+            )
         self.truncated = self.num_layers < main.config.num_code_layers
-        self.chunk_size = tokenizer.config.chunk_size
         if skip_below is not None and not 0 < skip_below <= self.k:
             raise ValueError(
                 f"decoder.skip_below must be in (0, k={self.k}] or null, got {skip_below}"
@@ -182,8 +194,11 @@ class SpeculativeDecoder:
         drafted = rule.propose(draft_logits, noise)  # [B, k, N]
         timer.lap("draft")
 
-        main_logits, state = self.main.verify(h, drafted, state=state)
-        judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer, noise)
+        if self.tree_width > 1:
+            drafted, judged, state = self._verify_tree(h, drafted, draft_logits)
+        else:
+            main_logits, state = self.main.verify(h, drafted, state=state)
+            judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer, noise)
         layer_accepted = judged.passed.cumprod(dim=1).bool()  # contiguous prefix [B, k]
         accepted = layer_accepted.sum(1)  # a_b: accepted drafted layers; layer a_b is the bonus
         b, _, n_tokens = drafted.shape
@@ -216,6 +231,25 @@ class SpeculativeDecoder:
         )
         return self._finish(layers, stats, timer)
 
+    def _verify_tree(self, h: torch.Tensor, drafted: torch.Tensor, draft_logits: torch.Tensor):
+        """Verify ``tree_width`` first-layer candidates per sample in one pass of ``B * n`` rows.
+
+        Returns the chosen row per sample: (drafted ``[B, k, N]``, its :class:`Judgement`, its
+        decode state with the verify pass's KV cache).
+        """
+        n = self.tree_width
+        rows = tree_rows(drafted, top_layers(draft_logits[:, 0], n))  # [B * n, k, N]
+        repeat = torch.arange(h.shape[0], device=h.device).repeat_interleave(n)
+        main_logits, state = self.main.verify(h[repeat], rows, state=self.main.start(h[repeat]))
+        judged = self.acceptance.judge(
+            rows, draft_logits[repeat], main_logits, self.tokenizer, None
+        )
+        pick = best_candidates(judged.passed.cumprod(dim=1).sum(1), n)
+        chosen = Judgement(
+            judged.passed[pick], judged.bonus[pick], judged.token_agreement[pick], judged.corrected
+        )
+        return rows[pick], chosen, state.select(pick)
+
     def _main_only(self, h: torch.Tensor, noise, timer: StageTimer) -> DecodeResult:
         """All L layers with main steps (the fallback of ``skip_below``); tokens chosen by the rule."""
         b = h.shape[0]
@@ -236,7 +270,7 @@ class SpeculativeDecoder:
         return torch.full((b,), self.num_layers, device=device) if self.truncated else None
 
     def _finish(self, layers: torch.Tensor, stats: DecodeStats, timer: StageTimer) -> DecodeResult:
-        codes = layers_to_codes(layers, self.chunk_size)
+        codes = self.tokenizer.layers_to_codes(layers)
         actions = self.tokenizer.decode(codes, num_layers=self.num_layers, validate=False)
         timer.lap("detokenize")
         stats.timer = timer
@@ -251,9 +285,10 @@ class SpeculativeDecoder:
         )
         draft = type(self.draft).__name__
         depth = f", depth={self.num_layers}" if self.truncated else ""
+        tree = f", tree_width={self.tree_width}" if self.tree_width > 1 else ""
         return (
             f"SpeculativeDecoder(k={self.k}, draft={draft}, acceptance={self.acceptance!r}"
-            f"{skip}{depth})"
+            f"{skip}{depth}{tree})"
         )
 
 

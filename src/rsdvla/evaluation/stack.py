@@ -23,7 +23,7 @@ from rsdvla.data.normalization import ActionNormalizer
 from rsdvla.decoding.precision import cast_for_decoding, exactness_note, resolve_precision
 from rsdvla.models import DraftModel, MainModel
 from rsdvla.models.context_draft import ContextDraft
-from rsdvla.tokenizer import RFSQTokenizer
+from rsdvla.tokenizer import ChunkRVQTokenizer, RFSQTokenizer, load_tokenizer
 
 
 @dataclass
@@ -34,7 +34,7 @@ class EvalStack:
     decoding on the same models, timed side by side for the speedup.
     """
 
-    tokenizer: RFSQTokenizer
+    tokenizer: RFSQTokenizer | ChunkRVQTokenizer
     main: MainModel
     draft: DraftModel | None
     decoder: Any
@@ -80,15 +80,16 @@ def load_stack(cfg: DictConfig) -> EvalStack:
     """Checkpoints named in ``cfg.ckpt`` -> an :class:`EvalStack` on ``cfg.device``, main and
     draft in ``cfg.precision`` (``float32`` | ``bfloat16``; the tokenizer stays float32).
 
-    Fails early (one line naming the file and the field) when the tokenizer does not match the
-    main or draft model, when main or draft was trained with another tokenizer (content hash) or
+    The tokenizer is of the family its checkpoint records (RFSQ or chunk residual VQ).
+    Fails early (one line naming the file and the field) when the tokenizer (family, vocabulary,
+    tokens per layer, layers) does not match the main or draft model, when main or draft was trained with another tokenizer (content hash) or
     the draft on another backbone's store (lineage), or when the checkpoints carry no
     normalization statistics.
     """
     device = resolve_device(cfg.get("device", "auto"))
     precision = str(cfg.get("precision", "float32"))
     dtype = resolve_precision(precision)  # before any checkpoint is read
-    tokenizer = RFSQTokenizer.from_checkpoint(cfg.ckpt.tokenizer).to(device)
+    tokenizer = load_tokenizer(cfg.ckpt.tokenizer).to(device)
     main = MainModel.from_checkpoint(cfg.ckpt.main).to(device)
     check_tokenizer_matches(
         tokenizer.config, main.config, cfg.ckpt.tokenizer, f"{cfg.ckpt.main}: main"

@@ -15,6 +15,12 @@ class KVCache:
         self.v = like.new_empty(batch, heads, max_len, head_dim)
         self.length = 0
 
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A cache of the batch rows ``rows`` (``LongTensor[B']``), same fill length."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v, out.length = self.k[rows], self.v[rows], self.length
+        return out
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v [B, heads, s, head_dim]`` after the filled part; return all filled keys/values."""
         end = self.length + k.shape[2]

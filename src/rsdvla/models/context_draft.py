@@ -22,7 +22,8 @@ class ContextDraftConfig:
     hidden: int = 512  # > 0: one GELU layer of this width first; 0: linear heads on the context
     num_draft_layers: int = 3  # k
     tokens_per_layer: int = 128  # N
-    levels: int = 7  # K
+    levels: int = 7  # K: vocabulary of a token
+    tokenizer_family: str = "rfsq"  # rfsq | rvq
 
 
 class ContextDraft(nn.Module):

@@ -15,6 +15,7 @@ import torch
 from rsdvla.decoding.compat import check_context_teacher
 from rsdvla.models.context_draft import ContextDraft, ContextDraftConfig
 from rsdvla.models.draft_module import DistilledHeadModule
+from rsdvla.models.head_module import with_code_space_defaults
 
 
 class ContextDraftModule(DistilledHeadModule):
@@ -51,7 +52,7 @@ class ContextDraftModule(DistilledHeadModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "context_draft"
         teacher = self._load_teacher(teacher_ckpt)
-        context_draft = dict(context_draft)
+        context_draft = with_code_space_defaults(context_draft, ContextDraftConfig)
         if context_draft.get("context_dim") is None:  # the width of the context it reads
             context_draft["context_dim"] = teacher.config.d_model
         self.hparams["context_draft"] = context_draft  # as resolved: what loading rebuilds

@@ -22,7 +22,8 @@ class DraftConfig:
     n_layers: int = 1
     num_draft_layers: int = 3  # k
     tokens_per_layer: int = 128  # N
-    levels: int = 7  # K
+    levels: int = 7  # K: vocabulary of a token
+    tokenizer_family: str = "rfsq"  # rfsq | rvq
     dropout: float = 0.0
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from rsdvla.models.draft import DraftConfig, DraftModel
-from rsdvla.models.head_module import CodeHeadModule
+from rsdvla.models.head_module import CodeHeadModule, with_code_space_defaults
 from rsdvla.models.main import MainModel
 
 
@@ -88,6 +88,8 @@ class DraftModule(DistilledHeadModule):
         super().__init__(draft["num_draft_layers"], optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "draft"
+        draft = with_code_space_defaults(draft, DraftConfig)
+        self.hparams["draft"] = draft  # as built: what loading rebuilds
         self.model = DraftModel(DraftConfig(**draft))
         teacher = self._load_teacher(teacher_ckpt)
         if teacher is not None:  # fail before training starts

@@ -12,6 +12,21 @@ from torchmetrics import MeanMetric
 
 from rsdvla.optim import configure_optimizers
 
+CODE_SPACE_FIELDS = ("num_code_layers", "tokens_per_layer", "levels", "tokenizer_family")
+
+
+def with_code_space_defaults(fields: dict, config_cls) -> dict:
+    """A model's config fields with unset (None) code-space fields at ``config_cls``'s defaults.
+
+    ``train.py`` fills them from the tokenizer it trains on (:func:`rsdvla.train.fill_code_space`);
+    the defaults only serve a model built without one (a config check, a test).
+    """
+    defaults = config_cls()
+    return {
+        k: getattr(defaults, k) if v is None and k in CODE_SPACE_FIELDS else v
+        for k, v in fields.items()
+    }
+
 
 class CodeHeadModule(L.LightningModule):
     """Cross-entropy over layer tokens; per-layer token accuracy as ``{stage}/acc_L{l}``.

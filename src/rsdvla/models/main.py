@@ -23,7 +23,8 @@ class MainConfig:
     dropout: float = 0.0
     num_code_layers: int = 8  # L: RFSQ residual depth
     tokens_per_layer: int = 128  # N = T * D
-    levels: int = 7  # K
+    levels: int = 7  # K: vocabulary of a token
+    tokenizer_family: str = "rfsq"  # the tokenizer family the codes come from (rfsq | rvq)
 
 
 class DecodeState:
@@ -37,6 +38,10 @@ class DecodeState:
     def length(self) -> int:
         """Positions already in the cache (= index of the next layer's input position)."""
         return self.caches[0].length
+
+    def select(self, rows: torch.Tensor) -> DecodeState:
+        """The decode of the batch rows ``rows`` (``LongTensor[B']``; e.g. a draft tree's chosen rows)."""
+        return DecodeState(self.ctx[rows], [cache.select(rows) for cache in self.caches])
 
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` positions (drop the rest, e.g. rejected drafted layers)."""

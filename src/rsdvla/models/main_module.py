@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from rsdvla.models.head_module import CodeHeadModule
+from rsdvla.models.head_module import CodeHeadModule, with_code_space_defaults
 from rsdvla.models.main import MainConfig, MainModel
 
 
@@ -20,9 +20,11 @@ class MainModule(CodeHeadModule):
         scheduler: Callable | None = None,
         action_stats: dict | None = None,
     ):
+        main = with_code_space_defaults(main, MainConfig)
         super().__init__(main["num_code_layers"], optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "main"
+        self.hparams["main"] = main  # as built: what loading rebuilds
         self.model = MainModel(MainConfig(**main))
 
     def logits(self, batch: dict) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""TokenizerModule: trains the RFSQ tokenizer on normalized action chunks."""
+"""TokenizerModule: trains an action tokenizer (RFSQ or chunk residual VQ) on normalized action chunks."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from torch import nn
 from torchmetrics import MeanSquaredError
 
 from rsdvla.optim import configure_optimizers
+from rsdvla.tokenizer.loading import FAMILIES
 from rsdvla.tokenizer.metrics import CodeUsage
-from rsdvla.tokenizer.rfsq import RFSQTokenizer, TokenizerConfig
 
 
 class TokenizerModule(L.LightningModule):
-    """Reconstruction loss on ``batch["actions"] [B, T, A]``.
+    """Reconstruction loss (plus the quantizer's own, e.g. VQ commitment) on ``batch["actions"] [B, T, A]``.
+
+    ``family`` picks the tokenizer (``rfsq``: :class:`RFSQTokenizer`, ``rvq``:
+    :class:`ChunkRVQTokenizer`); ``tokenizer`` holds its config fields. The checkpoint records
+    the family, so :func:`rsdvla.tokenizer.load_tokenizer` rebuilds the right class.
 
     Logs ``train/loss``, ``val/loss``, ``val/mse_L0-{n}`` (decoding from the first n+1 layers),
     ``val/usage_L{l}`` and ``val/perplexity_L{l}`` (code usage per layer).
@@ -27,21 +31,30 @@ class TokenizerModule(L.LightningModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         action_stats: dict | None = None,
+        family: str = "rfsq",
     ):
         super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(
+                f"model.module.family={family} is not a tokenizer family; use one of {' | '.join(FAMILIES)}"
+            )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams["kind"] = "tokenizer"
-        self.tokenizer = RFSQTokenizer(TokenizerConfig(**tokenizer))
+        cls, config_cls = FAMILIES[family]
+        self.tokenizer = cls(config_cls(**tokenizer))
         self.optimizer, self.scheduler = optimizer, scheduler
-        cfg = self.tokenizer.config
-        self.val_mse = nn.ModuleList(MeanSquaredError() for _ in range(cfg.num_layers))
-        self.val_usage = CodeUsage(cfg.num_layers, cfg.levels)
+        tok = self.tokenizer
+        self.val_mse = nn.ModuleList(MeanSquaredError() for _ in range(tok.num_layers))
+        self.val_usage = CodeUsage(tok.num_layers, tok.levels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         actions = batch["actions"]
-        recon, _ = self.tokenizer(actions)
-        loss = nn.functional.mse_loss(recon, actions)
+        recon, _, aux = self.tokenizer.loss(actions)
+        mse = nn.functional.mse_loss(recon, actions)
+        loss = mse + aux
         self.log("train/loss", loss, prog_bar=True)
+        if self.hparams.family != "rfsq":
+            self.log("train/mse", mse)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -25,8 +26,16 @@ class TokenizerConfig:
     depth: int = 2
     learn_scales: bool = False
 
+    family: ClassVar[str] = "rfsq"
 
-def _mlp(d_in: int, hidden: int, d_out: int, depth: int) -> nn.Sequential:
+    @property
+    def tokens_per_layer(self) -> int:
+        """N = T * D tokens per residual layer."""
+        return self.chunk_size * self.latent_dim
+
+
+def mlp(d_in: int, hidden: int, d_out: int, depth: int) -> nn.Sequential:
+    """``depth`` x (Linear, GELU) of width ``hidden``, then a Linear to ``d_out``: ``[.., d_in] -> [.., d_out]``."""
     layers: list[nn.Module] = []
     d = d_in
     for _ in range(depth):
@@ -39,11 +48,15 @@ def _mlp(d_in: int, hidden: int, d_out: int, depth: int) -> nn.Sequential:
 class RFSQTokenizer(nn.Module):
     """Residual FSQ tokenizer for normalized action chunks.
 
-    Public API (DESIGN 2.1):
+    Public API (DESIGN 2.1; the contract shared with :class:`ChunkRVQTokenizer`):
         encode(actions[B, T, A]) -> LongTensor[B, T, D, L]
         decode(codes[B, T, D, L], num_layers=None) -> Tensor[B, T, A]
+        codes_to_layers(codes[B, T, D, L]) -> tokens[B, L, T*D]; layers_to_codes (its inverse)
+        tokens_per_layer (T*D), levels / vocab_size (K), num_layers (L), family ("rfsq")
         from_checkpoint(path) -> RFSQTokenizer
     """
+
+    family = "rfsq"
 
     def __init__(self, config: TokenizerConfig | None = None, **overrides):
         super().__init__()
@@ -51,9 +64,9 @@ class RFSQTokenizer(nn.Module):
         if overrides:
             cfg = TokenizerConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
-        self.encoder = _mlp(cfg.action_dim, cfg.hidden, cfg.latent_dim, cfg.depth)
+        self.encoder = mlp(cfg.action_dim, cfg.hidden, cfg.latent_dim, cfg.depth)
         self.quantizer = ResidualFSQ(cfg.num_layers, cfg.levels, cfg.learn_scales)
-        self.decoder = _mlp(cfg.latent_dim, cfg.hidden, cfg.action_dim, cfg.depth)
+        self.decoder = mlp(cfg.latent_dim, cfg.hidden, cfg.action_dim, cfg.depth)
 
     @property
     def num_layers(self) -> int:
@@ -63,10 +76,25 @@ class RFSQTokenizer(nn.Module):
     def levels(self) -> int:
         return self.config.levels
 
+    vocab_size = levels
+
     @property
     def tokens_per_layer(self) -> int:
         """N = T * D tokens per residual layer."""
-        return self.config.chunk_size * self.config.latent_dim
+        return self.config.tokens_per_layer
+
+    def codes_to_layers(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, T, D, L]`` -> layer tokens ``[B, L, T*D]``."""
+        return codes_to_layers(codes)
+
+    def layers_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Layer tokens ``[B, L, T*D]`` -> codes ``[B, T, D, L]``."""
+        return layers_to_codes(tokens, self.config.chunk_size)
+
+    def loss(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``actions[B, T, A]`` -> (reconstruction, codes, auxiliary loss: 0 for RFSQ)."""
+        recon, codes = self(actions)
+        return recon, codes, recon.new_zeros(())
 
     def forward(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``actions[B, T, A]`` -> (reconstruction ``[B, T, A]``, codes ``[B, T, D, L]``)."""
@@ -107,7 +135,9 @@ class RFSQTokenizer(nn.Module):
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> RFSQTokenizer:
         """Load from a checkpoint written by ``python train.py model=tokenizer``."""
         from rsdvla.checkpoints import load_module
+        from rsdvla.tokenizer.family import read_family
 
+        read_family(path, required="rfsq")
         return load_module(
             cls,
             TokenizerConfig,
