@@ -85,6 +85,7 @@ def test_offline_frontier_runs_every_setting_and_a_rerun_skips_them(
         cfg = compose(config_name="evaluate", overrides=overrides)
         with open_dict(cfg):
             cfg.frontier.settings = settings
+            cfg.frontier.stacks = {}  # the tokenizer axis has its own test below
             cfg.frontier.offline = ["env.batch_size=1", "env.max_batches=6", "env.warmup=1"]
             cfg.paths.output_dir = str(tmp_path / "run")
         result = frontier.run_frontier(cfg)
@@ -191,3 +192,121 @@ def test_libero_point_summary_counts_only_the_planned_episodes(tmp_path):
     (run_dir / "run.shard1of2.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match=r"were run with different settings .*depth"):
         frontier.merge_planned(cfg, run_dir)
+
+
+@pytest.mark.integration
+def test_frontier_runs_a_residual_vq_stack_beside_rfsq(tmp_path, synthetic_store, monkeypatch):
+    """``frontier.stacks``: a chunk residual VQ stack (G = 2) evaluated at the stack settings
+    against its own main-only, with its tokenizer row (shape, reconstruction, agreement)."""
+    from conftest import train_on_store
+
+    ckpts = write_tiny_checkpoints(tmp_path / "artifacts", hidden_dim=32)
+    folder = tmp_path / "artifacts" / "rvq_g2"
+    tok = folder / "tokenizer.ckpt"
+    rvq = ["model.module.tokenizer.groups=2", "model.module.tokenizer.codebook_size=16"]
+    rvq += ["model.module.tokenizer.num_layers=4", "model.module.tokenizer.hidden=32"]
+    train_on_store(tmp_path, synthetic_store, *rvq, f"export={tok}", model="tokenizer_rvq")
+    train_on_store(
+        tmp_path,
+        synthetic_store,
+        f"tokenizer.ckpt={tok}",
+        f"export={folder / 'main.ckpt'}",
+        model="main_cpu",
+        run="main",
+    )
+    train_on_store(
+        tmp_path,
+        synthetic_store,
+        f"tokenizer.ckpt={tok}",
+        f"export={folder / 'draft.ckpt'}",
+        f"model.module.teacher_ckpt={folder / 'main.ckpt'}",
+        "model.module.draft.num_draft_layers=3",
+        model="draft_cpu",
+        run="draft",
+    )
+    docs = tmp_path / "results.md"
+    overrides = [
+        "experiment=frontier",
+        f"frontier.work_dir={tmp_path / 'frontier'}",
+        f"frontier.artifacts={tmp_path / 'artifacts'}",
+        f"frontier.store={synthetic_store}",
+        f"frontier.context_draft={ckpts['draft']}",
+        f"frontier.docs={docs}",
+        "frontier.libero.enabled=false",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name="evaluate", overrides=overrides)
+        with open_dict(cfg):
+            cfg.frontier.settings = {
+                "main_only": ["decoder=main_only"],
+                "rsd_exact": ["decoder=rsd"],
+            }
+            cfg.frontier.stacks = {"rvq_g2": {"tokenizer": [], "main": [], "draft": []}}
+            cfg.frontier.stack_settings = {
+                "main_only": ["decoder=main_only"],
+                "rsd_exact_k2_tree2": ["decoder=rsd", "decoder.k=2", "decoder.tree_width=2"],
+            }
+            cfg.frontier.offline = ["env.batch_size=1", "env.max_batches=6", "env.warmup=1"]
+            cfg.paths.output_dir = str(tmp_path / "run")
+        # the stack's checkpoints exist: nothing is trained
+        monkeypatch.setattr(frontier.subprocess, "run", lambda *a, **k: 1 / 0)
+        result = frontier.run_frontier(cfg)
+    rows = {r["name"]: r for r in csv.DictReader(open(result["csv"]))}
+    assert list(rows) == ["main_only", "rsd_exact", "rvq_g2_main_only", "rvq_g2_rsd_exact_k2_tree2"]
+    assert float(rows["rvq_g2_rsd_exact_k2_tree2"]["action_mse_vs_main_only"]) == 0.0
+    summary = json.loads(
+        (tmp_path / "frontier/rvq_g2_rsd_exact_k2_tree2/offline/summary.json").read_text()
+    )
+    assert f"ckpt.main={folder / 'main.ckpt'}" in summary["overrides"]
+    quality = json.loads((tmp_path / "frontier/rvq_g2/quality.json").read_text())
+    assert (quality["family"], quality["tokens_per_layer"], quality["vocab_size"]) == ("rvq", 2, 16)
+    assert len(quality["recon_mse"]) == 4 and len(quality["draft_layer_agreement"]) == 3
+    assert quality["draft_top2_layer_agreement"] >= quality["draft_layer_agreement"][0]
+    rfsq = json.loads((tmp_path / "frontier/rfsq/quality.json").read_text())
+    assert rfsq["family"] == "rfsq" and rfsq["tokens_per_layer"] > 2
+    text = docs.read_text()
+    assert "| rvq_g2 | rvq | 2 | 16 | 4 |" in text and "| rfsq | rfsq |" in text
+
+
+def test_stack_training_commands_chain_tokenizer_main_and_draft(tmp_path, monkeypatch):
+    """A missing stack is trained tokenizer -> main (on its codes) -> draft (distilled from it)."""
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=[
+                "experiment=frontier",
+                f"frontier.artifacts={tmp_path}",
+                f"frontier.work_dir={tmp_path / 'w'}",
+            ],
+        )
+    frontier.expand_stack_settings(cfg)
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd)
+        target = next(a for a in cmd if a.startswith("export=")).partition("=")[2]
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text("")
+        return type("Done", (), {"returncode": 0})()
+
+    from pathlib import Path
+
+    monkeypatch.setattr(frontier.subprocess, "run", fake_run)
+    frontier.train_stacks(cfg, ["main_only", "rvq_g4_rsd_exact_k3"])
+    assert len(calls) == 3  # rvq_g4 only: no other stack is chosen
+    tok, main, draft = calls
+    folder = tmp_path / "rvq_g4"
+    assert "model=tokenizer_rvq" in tok and "model.module.tokenizer.groups=4" in tok
+    assert f"export={folder / 'tokenizer.ckpt'}" in tok
+    assert f"tokenizer.ckpt={folder / 'tokenizer.ckpt'}" in main and "model=main_cpu" in main
+    assert f"model.module.teacher_ckpt={folder / 'main.ckpt'}" in draft
+    calls.clear()
+    frontier.train_stacks(cfg, ["rvq_g4_main_only"])  # everything exists now
+    assert calls == []
+    # a stack setting colliding with a hand-written one is refused
+    with open_dict(cfg):
+        cfg.frontier.settings["rvq_g1_main_only"] = ["decoder=main_only"]
+    with pytest.raises(
+        ValueError, match=r"frontier\.settings\.rvq_g1_main_only is also a stack setting"
+    ):
+        frontier.expand_stack_settings(cfg)

@@ -153,6 +153,85 @@ def train_context_draft(cfg: DictConfig, names: list[str] | None = None) -> None
         )
 
 
+# ------------------------------------------------------------------------------------ tokenizer stacks
+
+STACK_ROLES = ("tokenizer", "main", "draft")
+"""What a stack trains, in order: each role reads the checkpoints of the roles before it."""
+
+
+def stack_dir(cfg: DictConfig, stack: str) -> Path:
+    """Where a stack of ``frontier.stacks`` publishes: ``<frontier.artifacts>/<stack>/<role>.ckpt``."""
+    return Path(cfg.frontier.artifacts) / stack
+
+
+def stack_ckpt_overrides(cfg: DictConfig, stack: str) -> list[str]:
+    """``evaluate.py`` overrides loading the stack's tokenizer, main and draft."""
+    folder = stack_dir(cfg, stack)
+    return [f"ckpt.{role}={folder / f'{role}.ckpt'}" for role in STACK_ROLES]
+
+
+def expand_stack_settings(cfg: DictConfig) -> None:
+    """Add ``<stack>_<setting>`` to ``frontier.settings`` for every stack of ``frontier.stacks``
+    and setting of ``frontier.stack_settings``: the setting's overrides plus the stack's checkpoints.
+
+    A stack is another tokenizer (family, tokens per layer, vocabulary) on the same store, with
+    its own main and draft; each of its settings is timed against its own main-only.
+    """
+    fr = cfg.frontier
+    stacks, settings = fr.get("stacks") or {}, fr.get("stack_settings") or {}
+    with open_dict(fr):
+        for stack in stacks:
+            for name, overrides in settings.items():
+                key = f"{stack}_{name}"
+                expanded = [*map(str, overrides), *stack_ckpt_overrides(cfg, stack)]
+                if key in fr.settings and list(map(str, fr.settings[key])) != expanded:
+                    raise ValueError(
+                        f"frontier.settings.{key} is also a stack setting ({stack} x "
+                        f"frontier.stack_settings.{name}); rename one of them"
+                    )
+                fr.settings[key] = expanded
+
+
+def stack_of(cfg: DictConfig, name: str) -> str | None:
+    """The stack of ``frontier.stacks`` a setting belongs to (None: the quickstart's RFSQ stack)."""
+    settings = cfg.frontier.get("stack_settings") or {}
+    for stack in cfg.frontier.get("stacks") or {}:
+        rest = name.removeprefix(f"{stack}_")
+        if rest != name and rest in settings:
+            return str(stack)
+    return None
+
+
+def train_stacks(cfg: DictConfig, names: list[str]) -> None:
+    """Train the missing checkpoints of every stack a chosen setting uses (tokenizer, then main on
+    its codes, then the draft distilled from that main), each an ordinary ``train.py`` run."""
+    fr = cfg.frontier
+    for stack in dict.fromkeys(s for s in map(lambda n: stack_of(cfg, n), names) if s):
+        folder = stack_dir(cfg, stack)
+        for role in STACK_ROLES:
+            target = folder / f"{role}.ckpt"
+            if target.exists():
+                log.info("[%s] %s exists: training skipped", stack, target)
+                continue
+            overrides = [
+                *map(str, fr.stack_train_common),
+                *map(str, fr.stacks[stack][role]),
+                f"paths.artifacts_dir={folder}",
+                f"export={target}",
+                f"tokenizer.ckpt={folder / 'tokenizer.ckpt'}",
+            ]
+            if role == "draft":
+                overrides.append(f"model.module.teacher_ckpt={folder / 'main.ckpt'}")
+            cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
+            cmd.append(f"hydra.run.dir={Path(fr.work_dir) / f'train_{stack}_{role}'}")
+            log.info("[train %s %s] %s", stack, role, " ".join(cmd[1:]))
+            if subprocess.run(cmd).returncode != 0 or not target.exists():
+                raise RuntimeError(
+                    f"training the {role} of stack {stack} failed (it should write {target}); see "
+                    "the log above, fix it and rerun the same command to resume"
+                )
+
+
 class StaleResultError(ValueError):
     """A finished point of the work dir was computed with other settings or checkpoints."""
 
@@ -202,21 +281,27 @@ def reusable(path: Path, found: dict | None, identity: dict, restart: bool) -> b
     return False
 
 
-def run_offline_point(cfg: DictConfig, name: str) -> dict:
-    """Offline summary of one setting (loaded when it exists with this run's identity)."""
+def load_point(cfg: DictConfig, name: str, out: Path):
+    """The ``evaluate.py env=offline`` config of setting ``name`` (output in ``out``) and its stack."""
     from hydra import compose
 
-    from rsdvla.evaluation.libero.split import use_trained_split
-    from rsdvla.evaluation.offline import run_offline
     from rsdvla.evaluation.stack import load_stack
 
-    out = Path(cfg.frontier.work_dir) / name / "offline"
-    path = out / "summary.json"
     overrides = [*map(str, cfg.frontier.common), "env=offline", *map(str, cfg.frontier.offline)]
     point = compose(config_name="evaluate", overrides=[*overrides, *setting_overrides(cfg, name)])
     with open_dict(point):
         point.paths.output_dir = str(out)
-    stack = load_stack(point)
+    return point, load_stack(point)
+
+
+def run_offline_point(cfg: DictConfig, name: str) -> dict:
+    """Offline summary of one setting (loaded when it exists with this run's identity)."""
+    from rsdvla.evaluation.libero.split import use_trained_split
+    from rsdvla.evaluation.offline import run_offline
+
+    out = Path(cfg.frontier.work_dir) / name / "offline"
+    path = out / "summary.json"
+    point, stack = load_point(cfg, name, out)
     identity = {**point_identity(cfg, name, stack), "offline": list(map(str, cfg.frontier.offline))}
     found = _read(path)
     if reusable(path, found, identity, bool(cfg.frontier.get("restart", False))):
@@ -228,6 +313,93 @@ def run_offline_point(cfg: DictConfig, name: str) -> dict:
     summary["identity"] = identity
     write_json_atomic(path, summary)
     return summary
+
+
+QUALITY_SETTING = "rsd_exact"
+"""The quickstart stack's setting whose models :func:`run_stack_quality` reads (a stack's own:
+its first stack setting with a draft)."""
+
+
+def quality_settings(cfg: DictConfig, names: list[str]) -> dict[str, str]:
+    """``{stack label: setting}``: one setting with a draft per stack the chosen settings use
+    (label ``rfsq`` for the quickstart's stack)."""
+    out = {}
+    for name in names:
+        stack = stack_of(cfg, name) or "rfsq"
+        if stack in out:
+            continue
+        if stack == "rfsq":
+            if QUALITY_SETTING in cfg.frontier.settings:
+                out[stack] = QUALITY_SETTING
+            continue
+        with_draft = [
+            f"{stack}_{n}"
+            for n, o in cfg.frontier.stack_settings.items()
+            if "decoder=rsd" in map(str, o)
+        ]
+        if with_draft:
+            out[stack] = with_draft[0]
+    return out
+
+
+def run_stack_quality(cfg: DictConfig, stack_label: str, name: str, max_rows: int = 4096) -> dict:
+    """:func:`rsdvla.evaluation.stack_quality.stack_quality` of the models of setting ``name`` on
+    main's held-out rows; written to ``<work_dir>/<stack_label>/quality.json`` and reused while
+    the checkpoints and the store are the same."""
+    import torch
+
+    from rsdvla.evaluation.libero.split import use_trained_split
+    from rsdvla.evaluation.offline import load_split_rows
+    from rsdvla.evaluation.stack_quality import stack_quality
+
+    out = Path(cfg.frontier.work_dir) / stack_label
+    path = out / "quality.json"
+    point, stack = load_point(cfg, name, out)
+    identity = {**point_identity(cfg, name, stack), "rows": max_rows}
+    identity.pop("overrides")  # the models and the store, whichever decoder setting loaded them
+    found = _read(path)
+    if found and found.get("identity") == identity:
+        return found
+    use_trained_split(point, stack)
+    hidden, actions = load_split_rows(
+        point.data.path, "val", float(point.data.val_fraction), int(point.data.seed), True, max_rows
+    )
+    log.info("[quality %s] %d held-out rows through %s", stack_label, len(hidden), name)
+    quality = stack_quality(stack, torch.from_numpy(hidden), torch.from_numpy(actions))
+    quality["identity"] = identity
+    write_json_atomic(path, quality)
+    return quality
+
+
+def quality_table(qualities: dict[str, dict], rows: list[dict]) -> str:
+    """One row per stack: tokenizer shape, reconstruction error, main accuracy and draft agreement
+    per layer, and its main-only's LIBERO success (when run)."""
+    success = {r["name"]: r for r in rows}
+    head = (
+        "| stack | family | tokens/layer G | vocab C | layers | recon MSE L0 / L0-2 / all | "
+        "main token acc L0 / L1 / L2 | draft layer agreement L0 / L1 / L2 | draft top-2 / top-4 L0 | "
+        "main-only LIBERO success |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for label, q in qualities.items():
+        mse, acc = q["recon_mse"], q["main_token_accuracy"]
+        agree = q.get("draft_layer_agreement") or []
+        main_only = success.get("main_only" if label == "rfsq" else f"{label}_main_only") or {}
+        rate = main_only.get("success_rate")
+        libero = "-" if rate is None else f"{100 * rate:.0f}% (n={main_only['libero_episodes']})"
+        lines.append(
+            f"| {label} | {q['family']} | {q['tokens_per_layer']} | {q['vocab_size']} "
+            f"| {q['num_layers']} | {mse[0]:.4f} / {mse[min(2, len(mse) - 1)]:.4f} / {mse[-1]:.5f} "
+            f"| {' / '.join(f'{100 * v:.0f}%' for v in acc[:3])} "
+            f"| {' / '.join(f'{100 * v:.0f}%' for v in agree[:3]) or '-'} "
+            f"| {_pct(q.get('draft_top2_layer_agreement'))} / {_pct(q.get('draft_top4_layer_agreement'))} "
+            f"| {libero} |"
+        )
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if not _finite(value) else f"{100 * value:.0f}%"
 
 
 def libero_summary_path(cfg: DictConfig, name: str) -> Path:
@@ -319,12 +491,19 @@ def _read(path: Path) -> dict | None:
 
 
 def row_for(
-    name: str, offline: dict, libero: dict | None, on_frontier: bool, paired: dict | None = None
+    name: str,
+    offline: dict,
+    libero: dict | None,
+    on_frontier: bool,
+    paired: dict | None = None,
+    own: dict | None = None,
 ) -> dict:
     """One table row; ``paired``: the LIBERO point against main-only's on the same episodes
-    (``rsdvla.evaluation.reports.paired.paired_comparison``), None when either was not run."""
+    (``rsdvla.evaluation.reports.paired.paired_comparison``), None when either was not run;
+    ``own``: the same against its own stack's main-only (settings of ``frontier.stacks``)."""
     ci = (libero or {}).get("success_ci95") or [None, None]
     paired_ci = (paired or {}).get("delta_ci95") or [None, None]
+    own_ci = (own or {}).get("delta_ci95") or [None, None]
     return {
         "name": name,
         "decoder": offline.get("decoder"),
@@ -351,6 +530,10 @@ def row_for(
         "paired_ci_low": paired_ci[0],
         "paired_ci_high": paired_ci[1],
         "paired_p_mcnemar": (paired or {}).get("p_mcnemar"),
+        "paired_delta_vs_own_main_only": (own or {}).get("delta"),
+        "own_ci_low": own_ci[0],
+        "own_ci_high": own_ci[1],
+        "own_p_mcnemar": (own or {}).get("p_mcnemar"),
     }
 
 
@@ -369,9 +552,9 @@ def markdown(rows: list[dict]) -> str:
     head = (
         "| setting | offline speedup (b=1) | action MSE | MSE vs main-only | decoded layers | "
         "accepted layers | offline frontier | LIBERO success [95% CI] | LIBERO speedup | "
-        "Δ success vs main-only, paired [95% CI] | McNemar p |"
+        "Δ success vs main-only, paired [95% CI] | McNemar p | Δ vs own main-only [95% CI] | McNemar p |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         success = (
             "-"
@@ -383,31 +566,43 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['name']} | {_fmt(r['offline_speedup'], '.2f', 'x')} | {_fmt(r['action_mse'], '.4f')} "
             f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
             f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
-            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} | {' | '.join(_paired(r))} |"
+            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} | {' | '.join(_paired(r))} "
+            f"| {' | '.join(_paired(r, 'own'))} |"
         )
     return "\n".join(lines)
 
 
-def _paired(row: dict) -> tuple[str, str]:
+def _paired(row: dict, against: str = "paired") -> tuple[str, str]:
+    """(Δ [CI], McNemar p) of a row: ``paired`` (vs main-only) or ``own`` (vs its stack's)."""
     from rsdvla.evaluation.reports.paired import format_paired
 
-    if row.get("paired_delta_vs_main_only") is None:
+    delta = "paired_delta_vs_main_only" if against == "paired" else "paired_delta_vs_own_main_only"
+    if row.get(delta) is None:
         return "-", "-"
     entry = {
-        "delta": row["paired_delta_vs_main_only"],
-        "delta_ci95": [row["paired_ci_low"], row["paired_ci_high"]],
-        "p_mcnemar": row["paired_p_mcnemar"],
+        "delta": row[delta],
+        "delta_ci95": [row[f"{against}_ci_low"], row[f"{against}_ci_high"]],
+        "p_mcnemar": row[f"{against}_p_mcnemar"],
     }
     return format_paired(entry)
 
 
-def paired_vs_main_only(cfg: DictConfig, name: str, libero: dict) -> dict | None:
-    """The LIBERO point ``name`` against ``main_only``'s on their shared planned episodes (None
-    for main-only itself or when either point is missing; a refusal is logged and left out)."""
+def own_reference(cfg: DictConfig, name: str) -> str | None:
+    """A stack setting's own main-only (``<stack>_main_only``), None for the quickstart stack's."""
+    stack = stack_of(cfg, name)
+    return None if stack is None else f"{stack}_main_only"
+
+
+def paired_vs_main_only(
+    cfg: DictConfig, name: str, libero: dict, reference: str | None = REFERENCE
+) -> dict | None:
+    """The LIBERO point ``name`` against ``reference``'s (default ``main_only``) on their shared
+    planned episodes (None for the reference itself or when either point is missing; a refusal
+    is logged and left out)."""
     from rsdvla.evaluation.libero.episodes import plan_episodes
     from rsdvla.evaluation.reports.compare import paired_against
 
-    if name == REFERENCE or name not in libero or REFERENCE not in libero:
+    if reference is None or name == reference or name not in libero or reference not in libero:
         return None
     lib = cfg.frontier.libero
     plan = plan_episodes(
@@ -415,12 +610,12 @@ def paired_vs_main_only(cfg: DictConfig, name: str, libero: dict) -> dict | None
     )
     try:
         return paired_against(
-            libero_summary_path(cfg, REFERENCE).parent,
+            libero_summary_path(cfg, reference).parent,
             libero_summary_path(cfg, name).parent,
             only={spec.key for spec in plan},
         )
     except ValueError as err:
-        log.warning("paired comparison of %s with %s left out: %s", name, REFERENCE, err)
+        log.warning("paired comparison of %s with %s left out: %s", name, reference, err)
         return None
 
 
@@ -481,21 +676,27 @@ def run_frontier(cfg: DictConfig) -> dict:
     work = Path(fr.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(fr, work / "frontier.yaml")
+    expand_stack_settings(cfg)
     names = chosen_settings(cfg)
     train_context_draft(cfg, names)
+    train_stacks(cfg, names)
     offline = {name: run_offline_point(cfg, name) for name in names}
     rows = [row_for(n, offline[n], None, False) for n in names]
     on = frontier_flags([{"speedup": r["offline_speedup"], "error": r["action_mse"]} for r in rows])
     libero_names = choose_libero_points(rows, fr.libero) if fr.libero.enabled else []
     log.info("LIBERO points: %s", ", ".join(libero_names) or "none")
+    qualities = {
+        label: run_stack_quality(cfg, label, setting)
+        for label, setting in quality_settings(cfg, names).items()
+    }
     libero = {}
     for name in libero_names:
         libero[name] = run_libero_point(cfg, name, libero_identity(offline[name]))
-        report(cfg, names, offline, libero, on)  # the table grows as points finish
-    return report(cfg, names, offline, libero, on)
+        report(cfg, names, offline, libero, on, qualities)  # the table grows as points finish
+    return report(cfg, names, offline, libero, on, qualities)
 
 
-def report(cfg, names, offline, libero, on) -> dict:
+def report(cfg, names, offline, libero, on, qualities: dict | None = None) -> dict:
     fr = cfg.frontier
     work = Path(fr.work_dir)
     # LIBERO points from earlier runs of the same work_dir count too, when of this run's identity
@@ -509,12 +710,21 @@ def report(cfg, names, offline, libero, on) -> dict:
                     "%s: of other settings or checkpoints, left out", libero_summary_path(cfg, name)
                 )
     rows = [
-        row_for(n, offline[n], libero.get(n), flag, paired_vs_main_only(cfg, n, libero))
+        row_for(
+            n,
+            offline[n],
+            libero.get(n),
+            flag,
+            paired_vs_main_only(cfg, n, libero),
+            paired_vs_main_only(cfg, n, libero, own_reference(cfg, n)),
+        )
         for n, flag in zip(names, on, strict=True)
     ]
     write_csv(rows, work / "frontier.csv")
     plot(rows, work / "frontier.png")
     table = markdown(rows)
+    if qualities:
+        table += "\n\n" + TOKENIZER_NOTE + "\n" + quality_table(qualities, rows)
     (work / "frontier.md").write_text(table + "\n")
     if fr.get("docs"):  # the figure and the CSV go beside the docs page, which links them
         docs = Path(fr.docs)
@@ -530,6 +740,13 @@ def report(cfg, names, offline, libero, on) -> dict:
         "md": str(work / "frontier.md"),
     }
 
+
+TOKENIZER_NOTE = """Per stack (tokenizer and its main and draft, `frontier.stacks`; `rfsq` is the
+quickstart's), on 4096 of main's held-out rows: reconstruction MSE of the tokenizer from its first
+layers; main's token accuracy teacher forced on the ground-truth codes; the share of rows where
+the draft's whole layer equals main's greedy layer (what `exact` accepts), and for layer 0 the
+share where main's layer is among the draft's 2 or 4 most probable layers (a draft tree).
+"""
 
 FRONTIER_NOTE = """Written by `{command}` (a rerun skips finished points). Offline: held-out rows of the
 quickstart store at batch 1, each setting timed side by side with greedy main-only (speedup =
