@@ -170,25 +170,29 @@ def paired_speed(
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> dict:
-    """The speed entry of one setting against one reference (``{"cpu": [s], "wall": [s]}`` each).
+    """The speed entry of one setting against one reference (``{"cpu": [s], "wall": [s]}`` each,
+    ``cpu`` optional: without it the entry reads ``wall``).
 
     Returns ``reference``, ``clock`` (``cpu`` or ``wall``: the clock of ``ratio``), ``clock_name``
     (``thread CPU``, ``process CPU`` or ``wall``), ``ratio`` and ``ci95`` on that clock,
     ``wall_ratio`` / ``wall_ci95`` and ``cpu_ratio`` / ``cpu_ci95`` beside, ``median_ms`` and
     ``reference_median_ms`` per clock, ``calls`` and ``resamples``.
     """
+    clocks = [
+        c for c in ("cpu", "wall") if reference.get(c) is not None and setting.get(c) is not None
+    ]
+    if clock not in clocks:
+        clock = "wall"
     entry: dict = {"reference": reference_name, "clock": clock}
     entry["clock_name"] = cpu_clock if clock == "cpu" else "wall"
-    for name in ("cpu", "wall"):
+    for name in clocks:
         ref, new = reference[name], setting[name]
         entry[f"{name}_ratio"] = ratio_of_medians(ref, new)
         entry[f"{name}_ci95"] = bootstrap_ratio_interval(ref, new, resamples, seed)
     entry["ratio"], entry["ci95"] = entry[f"{clock}_ratio"], entry[f"{clock}_ci95"]
-    entry["median_ms"] = {n: 1e3 * float(np.median(setting[n])) for n in ("cpu", "wall")}
-    entry["reference_median_ms"] = {
-        n: 1e3 * float(np.median(reference[n])) for n in ("cpu", "wall")
-    }
-    entry["calls"] = len(reference["cpu"])
+    entry["median_ms"] = {n: 1e3 * float(np.median(setting[n])) for n in clocks}
+    entry["reference_median_ms"] = {n: 1e3 * float(np.median(reference[n])) for n in clocks}
+    entry["calls"] = len(reference["wall"])
     entry["resamples"] = resamples
     return entry
 
