@@ -218,3 +218,25 @@ def decoder_depth(decoder) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def speed_columns(prefix: str, entry: dict | None) -> dict:
+    """Flat table columns of a speed entry: ``prefix``, ``prefix_ci_low``, ``prefix_ci_high``,
+    ``prefix_reference`` and ``prefix_clock`` (None when ``entry`` is None)."""
+    entry = entry or {}
+    low, high = entry.get("ci95") or (None, None)
+    return {
+        prefix: entry.get("ratio"),
+        f"{prefix}_ci_low": low,
+        f"{prefix}_ci_high": high,
+        f"{prefix}_reference": entry.get("reference"),
+        f"{prefix}_clock": entry.get("clock_name"),
+    }
+
+
+def format_columns(row: dict, prefix: str) -> str:
+    """``1.23x [1.10, 1.35]`` of :func:`speed_columns`' columns in ``row``, or ``-``."""
+    value = row.get(prefix)
+    if value is None:
+        return "-"
+    return f"{value:.2f}x [{row[f'{prefix}_ci_low']:.2f}, {row[f'{prefix}_ci_high']:.2f}]"
