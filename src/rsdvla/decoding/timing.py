@@ -240,3 +240,26 @@ def format_columns(row: dict, prefix: str) -> str:
     if value is None:
         return "-"
     return f"{value:.2f}x [{row[f'{prefix}_ci_low']:.2f}, {row[f'{prefix}_ci_high']:.2f}]"
+
+
+def relative_speed(
+    ref_a: Sequence[float],
+    a: Sequence[float],
+    ref_b: Sequence[float],
+    b: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, list[float]]:
+    """How much faster run B's decoder is than run A's, each timed against the same reference
+    in its own run: ``(R_b / B) / (R_a / A)`` of medians (``ref_a[i], a[i]`` paired calls of run
+    A, likewise B), with a 95% percentile interval resampling each run's calls independently."""
+    check_resamples(resamples)
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(x, float) for x in (ref_a, a, ref_b, b)]
+    ia = rng.integers(0, len(arrays[1]), size=(resamples, len(arrays[1])))
+    ib = rng.integers(0, len(arrays[3]), size=(resamples, len(arrays[3])))
+    speed_a = np.median(arrays[0][ia], 1) / np.median(arrays[1][ia], 1)
+    speed_b = np.median(arrays[2][ib], 1) / np.median(arrays[3][ib], 1)
+    point = ratio_of_medians(arrays[2], arrays[3]) / ratio_of_medians(arrays[0], arrays[1])
+    ratios = speed_b / speed_a
+    return point, [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]

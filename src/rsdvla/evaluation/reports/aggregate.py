@@ -139,6 +139,32 @@ def _clocks(wall: dict, cpu: dict | None, stage: str, plus_backbone: bool) -> di
     return out
 
 
+def reference_stage(reference: str) -> str:
+    """The latency stage of a reference: ``main_only`` -> ``baseline_decode``,
+    ``main_only_m3`` -> ``baseline_decode_m3`` (the inverse of :func:`reference_name`)."""
+    return "baseline_decode" + reference[len("main_only") :]
+
+
+def reference_samples(records: Sequence[dict], stage: str, plus_backbone: bool = False):
+    """``(reference, decoder, clock)`` seconds per paired chunk (``{"wall": [...], "cpu": [...]}``;
+    ``cpu`` only when every chunk has it) of the reference timed as ``stage``, or None when no
+    chunk timed it (or, with ``plus_backbone``, none timed the backbone: a policy step)."""
+    with_backbone = paired_chunks(records, ["decode", stage, "backbone"])
+    wall = with_backbone or (None if plus_backbone else paired_chunks(records, ["decode", stage]))
+    if wall is None:
+        return None
+    suffixed = ["decode_cpu", f"{stage}_cpu", *(["backbone_cpu"] if with_backbone else [])]
+    cpu = paired_chunks(records, suffixed)
+    if cpu is None or len(cpu["decode_cpu"]) != len(wall["decode"]):
+        cpu = None  # not every chunk has CPU times (a GPU run, or older records): wall
+    clock = "wall" if cpu is None else "cpu"
+    return (
+        _clocks(wall, cpu, stage, plus_backbone),
+        _clocks(wall, cpu, "decode", plus_backbone),
+        clock,
+    )
+
+
 def speed_block(records: Sequence[dict], resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """``speed`` (decoder call vs every reference the policy timed on the same hidden states) and
     ``end_to_end`` (policy step: backbone + decode vs backbone + the reference's decode), each
@@ -150,26 +176,13 @@ def speed_block(records: Sequence[dict], resamples: int = RESAMPLES, seed: int =
         ref = reference_name(stage)
         if ref is None:
             continue
-        with_backbone = paired_chunks(records, ["decode", stage, "backbone"])
-        wall = with_backbone or paired_chunks(records, ["decode", stage])
-        if wall is None:
-            continue
-        suffixed = ["decode_cpu", f"{stage}_cpu", *(["backbone_cpu"] if with_backbone else [])]
-        cpu = paired_chunks(records, suffixed)
-        if cpu is None or len(cpu["decode_cpu"]) != len(wall["decode"]):
-            cpu = None  # not every chunk has CPU times (a GPU run, or older records): wall
-        clock = "wall" if cpu is None else "cpu"
         for out, backbone in ((speed, False), (end_to_end, True)):
-            if backbone and not with_backbone:
-                continue
-            out[ref] = paired_speed(
-                _clocks(wall, cpu, stage, backbone),
-                _clocks(wall, cpu, "decode", backbone),
-                ref,
-                clock,
-                resamples=resamples,
-                seed=seed,
-            )
+            samples = reference_samples(records, stage, backbone)
+            if samples is not None:
+                reference, decoder, clock = samples
+                out[ref] = paired_speed(
+                    reference, decoder, ref, clock, resamples=resamples, seed=seed
+                )
     return {"speed": speed, "end_to_end": end_to_end}
 
 
