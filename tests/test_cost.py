@@ -121,3 +121,19 @@ def test_an_unknown_device_is_refused_naming_the_known_ones():
         ValueError, match=r"^--gpu='V100' is not in the roofline table \(known: A100, H100"
     ):
         get_device("V100", "--gpu")
+
+
+def test_amdahl_bound_of_a_decoder_behind_a_7b_backbone():
+    from rsdvla.decoding.roofline import OFT_STEP_S, amdahl_step_speedup, predicted_speed
+
+    assert amdahl_step_speedup(0.070, 0.010, 0.005) == pytest.approx(0.080 / 0.075)
+    main, _, tokenizer = tiny_decoding_models()
+    steps = [main_pass(main.config, j, 1, "step", j == 0, 4) for j in range(8)]
+    out = predicted_speed({"a": [steps], "b": [steps[:3]]}, "b", ["a"], 1, "float32")
+    a100 = out["A100"]
+    ref_s, set_s = a100["call_ms"]["a"] / 1e3, a100["call_ms"]["b"] / 1e3
+    assert a100["speedup"]["a"] == pytest.approx(ref_s / set_s)
+    assert a100["oft_step_speedup"]["a"] == pytest.approx(
+        (OFT_STEP_S["A100"] + ref_s) / (OFT_STEP_S["A100"] + set_s)
+    )
+    assert 1 < a100["oft_step_speedup"]["a"] < a100["oft_step_bound"]["a"] < a100["speedup"]["a"]

@@ -51,6 +51,18 @@ LAUNCH_S = 5e-6
 """Seconds per kernel launch (eager PyTorch on a CUDA GPU; assumed, checked by gpu_checks.sh)."""
 
 
+OFT_STEP_S = {"A100": 0.073}
+"""Published OpenVLA-OFT policy step (backbone forward + its parallel action head, one 8-action
+chunk) on LIBERO: 0.073 s on an A100 (Kim, Finn, Liang 2025, arXiv:2502.19645, the paper's
+LIBERO throughput table: 109.7 Hz = 8 actions / 0.073 s). A published figure, not measured here."""
+
+
+def amdahl_step_speedup(backbone_s: float, reference_s: float, setting_s: float) -> float:
+    """Policy-step speedup ``(backbone + reference decode) / (backbone + setting decode)``; its
+    bound as the decoder gets free is ``(backbone + reference decode) / backbone``."""
+    return (backbone_s + reference_s) / (backbone_s + setting_s)
+
+
 def get_device(name: str, field: str = "gpu device") -> GPU:
     if name not in DEVICES:
         raise ValueError(
@@ -95,4 +107,13 @@ def predicted_speed(
             for name, per in calls.items()
         }
         out[key] = {"call_ms": ms, "speedup": {ref: ms[ref] / ms[setting] for ref in references}}
+        if key in OFT_STEP_S:  # a 7B OpenVLA-OFT backbone in front of the decoder (Amdahl)
+            step = OFT_STEP_S[key]
+            out[key]["oft_step_speedup"] = {
+                ref: amdahl_step_speedup(step, ms[ref] / 1e3, ms[setting] / 1e3)
+                for ref in references
+            }
+            out[key]["oft_step_bound"] = {
+                ref: amdahl_step_speedup(step, ms[ref] / 1e3, 0.0) for ref in references
+            }
     return out

@@ -334,6 +334,7 @@ def row_for(
     cost = (offline.get("cost_per_chunk") or {}).get("decoder") or {}
     predicted = ((offline.get("gpu_prediction") or {}).get(PREDICTED_ON) or {}).get("speedup") or {}
     lib_speed = (libero or {}).get("speed") or {}
+    oft = ((offline.get("gpu_prediction") or {}).get("A100") or {}).get("oft_step_speedup") or {}
     return {
         "name": name,
         "decoder": offline.get("decoder"),
@@ -346,6 +347,7 @@ def row_for(
         "predicted_gpu": PREDICTED_ON,
         "predicted_gpu_speedup": predicted.get(REFERENCE),
         "predicted_gpu_speedup_vs_depth": predicted.get(depth_ref),
+        "predicted_oft_step_speedup_a100": oft.get(REFERENCE),
         "action_mse": offline.get("action_mse"),
         "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
         "token_agreement": offline.get("token_agreement"),
