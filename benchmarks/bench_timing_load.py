@@ -11,7 +11,9 @@ thread CPU time and wall per call) and reads each against ``main_only`` and, at 
 ``main_only_m3``, with 95% bootstrap intervals. The second run starts ``--busy`` processes that
 spin on the CPU for its whole duration. The runs agree for a setting when their intervals on
 the CPU clock overlap; the wall-clock ratios are printed beside (they are expected to move).
-Exits 1 when some setting disagrees. With ``--docs`` the table replaces the ``## Speed under
+Beside them: passes per chunk and the roofline prediction on an H100 (float32, batch 1) of the
+same calls (``rsdvla.decoding.cost``, ``rsdvla.decoding.roofline``). Exits 1 when some setting
+disagrees. With ``--docs`` the table replaces the ``## Speed under
 load`` section of that file.
 """
 
@@ -32,6 +34,8 @@ from rsdvla.decoding import (
     MainOnlyDecoder,
     SpeculativeDecoder,
 )
+from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.timing import PairedTimer
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
@@ -70,19 +74,24 @@ def spin(stop) -> None:
             x += 1
 
 
-def timed_run(decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resamples: int) -> dict:
-    """``setting -> reference -> speed entry`` of one run (every decoder on every row of ``h``)."""
+def timed_run(decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resamples: int):
+    """``(setting -> reference -> speed entry, name -> per-call passes)`` of one run (every decoder
+    on rows of ``h`` in turn, batch 1)."""
     for decoder in decoders.values():
         for _ in range(warmup):
             decoder(h[:1])
     timer = PairedTimer(list(decoders))
     calls = dict(decoders)
+    passes = {name: [] for name in decoders}
     for i in range(rounds):
-        timer.round(calls, h[i % len(h) : i % len(h) + 1])
-    return {
+        results = timer.round(calls, h[i % len(h) : i % len(h) + 1])
+        for name, result in results.items():
+            passes[name].append(call_passes(decoders[name], result.stats))
+    speed = {
         name: {ref: timer.speed(name, ref, "--reference", resamples) for ref in refs}
         for name, refs in REFERENCES.items()
     }
+    return speed, passes
 
 
 def overlap(a: list[float], b: list[float]) -> bool:
@@ -103,21 +112,22 @@ def main(argv=None) -> bool:
     torch.set_num_threads(1)  # all of a call's work in the calling thread: thread CPU time holds it
     decoders = build_decoders(args.hidden_dim)
     h = torch.randn(64, args.hidden_dim, generator=torch.Generator().manual_seed(1))
-    idle = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+    idle, passes = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
     stop = mp.get_context("spawn").Event()
     busy = [mp.get_context("spawn").Process(target=spin, args=(stop,)) for _ in range(args.busy)]
     for p in busy:
         p.start()
     try:
-        loaded = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+        loaded, _ = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
     finally:
         stop.set()
         for p in busy:
             p.join()
     lines = [
         "| setting | reference | idle: CPU-time speedup [95% CI] | loaded: CPU-time speedup [95% CI] "
-        "| intervals overlap | idle: wall speedup | loaded: wall speedup |",
-        "|---|---|---|---|---|---|---|",
+        "| intervals overlap | idle: wall speedup | loaded: wall speedup | passes per chunk "
+        "| predicted H100 speedup (roofline, not measured) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     agree = True
     for name, refs in REFERENCES.items():
@@ -125,10 +135,12 @@ def main(argv=None) -> bool:
             a, b = idle[name][ref], loaded[name][ref]
             same = overlap(a["ci95"], b["ci95"])
             agree &= same
+            predicted = predicted_speed(passes, name, [ref], 1, "float32")["H100"]["speedup"][ref]
             lines.append(
                 f"| {name} | {ref} | {a['ratio']:.2f}x [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] "
                 f"| {b['ratio']:.2f}x [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}] | {'yes' if same else 'NO'} "
-                f"| {a['wall_ratio']:.2f}x | {b['wall_ratio']:.2f}x |"
+                f"| {a['wall_ratio']:.2f}x | {b['wall_ratio']:.2f}x "
+                f"| {mean_per_chunk(passes[name], 1)['passes']:.1f} | {predicted:.2f}x |"
             )
     table = "\n".join(lines)
     print(table)
