@@ -34,7 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
+from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
+from rsdvla.decoding.roofline import DEVICES, get_device, predicted_speed
+from rsdvla.decoding.timing import PairedTimer, timed_cpu_wall
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
@@ -185,21 +188,6 @@ def build_random(hidden_dim: int, device: torch.device, precision: str = "float3
     return main, tokenizer, drafts
 
 
-def timed(call, sync: bool):
-    """(wall seconds, this thread's CPU seconds, result) of ``call()``.
-
-    With one torch thread every CPU op runs in the calling thread, so its CPU time leaves out the
-    time other processes on a shared machine take the core away (wall time keeps it).
-    """
-    if sync:
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.thread_time()
-    result = call()
-    if sync:
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.thread_time() - cpu, result
-
-
 def same_codes(codes: torch.Tensor, reference: torch.Tensor) -> float | None:
     """Share of the tokens equal to main-only's (``codes[B, T, D, L]``); None for another depth."""
     if codes.shape != reference.shape:
@@ -208,51 +196,60 @@ def same_codes(codes: torch.Tensor, reference: torch.Tensor) -> float | None:
 
 
 def bench_batch(
-    settings: dict, batch: int, warmup: int, repeats: int, sync: bool, precision: str
+    settings: dict, batch: int, warmup: int, repeats: int, device, precision: str, gpu: str
 ) -> list[dict]:
-    """Interleaved timing of every setting on the same input; returns one row per setting."""
+    """Interleaved timing of every setting on the same input (``rsdvla.decoding.timing``: a
+    rotating order per repeat, CPU and wall per call); one row per setting with its ratio of
+    medians against ``main-only`` and 95% bootstrap intervals on both clocks, the passes it made
+    (``rsdvla.decoding.cost``) and the roofline prediction on ``gpu`` (``rsdvla.decoding.roofline``)."""
     names = list(settings)
     for name in names:
         for _ in range(warmup):
             settings[name][0](settings[name][1])
-    walls = {name: [] for name in names}
-    cpus = {name: [] for name in names}
+    timer = PairedTimer(names, device=device)
+    calls = {name: (lambda dec=dec, h=h: dec(h)) for name, (dec, h) in settings.items()}
     stages = {name: [] for name in names}
     accepted = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            decoder, h = settings[name]
-            wall, cpu, result = timed(lambda decoder=decoder, h=h: decoder(h), sync)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
+    passes = {name: [] for name in names}
+    for _ in range(repeats):
+        for name, result in timer.round(calls).items():
             stages[name].append(result.stats.seconds)
             accepted[name].append(result.stats.accepted_layers.float().mean().item())
+            passes[name].append(call_passes(settings[name][0], result.stats, precision))
     reference = settings["main-only"][0](settings["main-only"][1]).codes
     same = {
         name: same_codes(settings[name][0](settings[name][1]).codes, reference) for name in names
     }
-    base = statistics.median(walls["main-only"])
-    base_cpu = statistics.median(cpus["main-only"])
+    predicted = predicted_speed(passes, "main-only", ["main-only"], batch, precision)
+    device_table = get_device(gpu, "--gpu")
     rows = []
     for name in names:
-        med = statistics.median(walls[name])
-        med_cpu = statistics.median(cpus[name])
+        speed = timer.speed(name, "main-only", "--reference")
+        walls = sorted(timer.wall[name])
         stage_med = {
             s: statistics.median(x[s] for x in stages[name]) * 1e3 for s in stages[name][0]
         }
+        predicted_ms = predicted[gpu]["call_ms"]
         rows.append(
             dict(
                 precision=precision,
                 batch=batch,
                 setting=name,
-                median_ms=med * 1e3,
-                p10_ms=sorted(walls[name])[len(walls[name]) // 10] * 1e3,
-                p90_ms=sorted(walls[name])[(len(walls[name]) * 9) // 10] * 1e3,
-                speedup=base / med,
-                cpu_ms=med_cpu * 1e3,
-                cpu_speedup=base_cpu / med_cpu,
+                median_ms=speed["median_ms"]["wall"],
+                p10_ms=walls[len(walls) // 10] * 1e3,
+                p90_ms=walls[(len(walls) * 9) // 10] * 1e3,
+                speedup=speed["wall_ratio"],
+                speedup_ci95=speed["wall_ci95"],
+                cpu_ms=speed["median_ms"]["cpu"],
+                cpu_speedup=speed["cpu_ratio"],
+                cpu_speedup_ci95=speed["cpu_ci95"],
+                cpu_clock=timer.cpu_clock,
                 accepted=statistics.mean(accepted[name]),
                 same_codes=same[name],
+                **mean_per_chunk(passes[name], batch),
+                predicted_gpu=device_table.name,
+                predicted_ms=predicted_ms[name],
+                predicted_speedup=predicted_ms["main-only"] / predicted_ms[name],
                 **stage_med,
             )
         )
@@ -290,11 +287,10 @@ def component_costs(
             calls[f"ctx draft k={k}"] = lambda draft=draft: draft(ctx)
         else:
             calls[f"draft k={k}"] = lambda draft=draft: draft(h)
-    sync = h.device.type == "cuda"
     times = {name: [] for name in calls}
     for r in range(warmup + repeats):
         for name, call in calls.items():
-            wall, cpu, _ = timed(call, sync)
+            _, cpu, wall = timed_cpu_wall(call, device=h.device)
             if r >= warmup:
                 times[name].append((cpu if clock == "cpu" else wall) * 1e3)
     medians = {name: statistics.median(v) for name, v in times.items()}
@@ -317,19 +313,30 @@ def cost_markdown(costs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], measured_on_gpu: bool = False) -> str:
+    """The rows; the roofline column is a prediction. On a GPU (``measured_on_gpu``) the
+    prediction's error against the measured wall ratio is printed beside it."""
     head = (
         "| precision | batch | setting | accepted layers | tokens = main-only | wall ms median (p10-p90) "
-        "| draft | verify | main steps | detok | speedup (wall) | CPU ms median | speedup (CPU time) |"
+        "| draft | verify | main steps | detok | passes / chunk | speedup (wall) [95% CI] | CPU ms median "
+        "| speedup (CPU time) [95% CI] | predicted speedup (roofline, not measured) |"
     )
-    lines = [head, "|" + "---|" * 13]
+    if measured_on_gpu:
+        head += " prediction error vs measured wall |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(
+        (wl, wh), (cl, ch) = r["speedup_ci95"], r["cpu_speedup_ci95"]
+        line = (
             f"| {r['precision']} | {r['batch']} | {r['setting']} | {r['accepted']:.2f} "
             f"| {'-' if r['same_codes'] is None else format(r['same_codes'], '.4f')} | {r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f}) "
             f"| {r['draft']:.2f} | {r['verify']:.2f} | {r['main_steps']:.2f} | {r['detokenize']:.2f} "
-            f"| **{r['speedup']:.2f}x** | {r['cpu_ms']:.2f} | **{r['cpu_speedup']:.2f}x** |"
+            f"| {r['passes']:.1f} | **{r['speedup']:.2f}x** [{wl:.2f}, {wh:.2f}] | {r['cpu_ms']:.2f} "
+            f"| **{r['cpu_speedup']:.2f}x** [{cl:.2f}, {ch:.2f}] "
+            f"| {r['predicted_speedup']:.2f}x ({r['predicted_gpu']}) |"
         )
+        if measured_on_gpu:
+            line += f" {100 * (r['predicted_speedup'] / r['speedup'] - 1):+.0f}% |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -351,7 +358,7 @@ def trained_stack(args, device, precision: str):
     return main, draft, tokenizer, rows.float().to(device)
 
 
-def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, precision, sync):
+def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, precision):
     """Every setting of :data:`SETTINGS` (and the trained one) at one precision and batch size."""
     levels = main_model.config.levels
     main_only = MainOnlyDecoder(main_model, tokenizer, compile=args.compile)
@@ -376,7 +383,7 @@ def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, preci
         )
         settings[label] = (decoder, h)
     batch = h.shape[0]
-    rows = bench_batch(settings, batch, args.warmup, args.repeats, sync, precision)
+    rows = bench_batch(settings, batch, args.warmup, args.repeats, h.device, precision, args.gpu)
     if trained is not None:
         t_main, t_draft, t_tok, hidden = trained
         th = hidden[:batch]
@@ -387,7 +394,9 @@ def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, preci
                 th,
             ),
         }
-        trained_rows = bench_batch(t_settings, batch, args.warmup, args.repeats, sync, precision)
+        trained_rows = bench_batch(
+            t_settings, batch, args.warmup, args.repeats, th.device, precision, args.gpu
+        )
         rows += [r for r in trained_rows if r["setting"] != "main-only"]
     return rows
 
@@ -433,7 +442,16 @@ def main(argv=None) -> list[dict]:
         default=list(PRECISIONS),
         help="decoding precisions to measure, one after the other (evaluate.py's `precision`)",
     )
+    parser.add_argument(
+        "--gpu",
+        default=None,
+        help=f"GPU of the roofline prediction column (one of {', '.join(DEVICES)}; default: the "
+        "CUDA device's own when it is in the table, else H100)",
+    )
     args = parser.parse_args(argv)
+    if args.gpu is None:
+        args.gpu = table_gpu(args.device)
+    get_device(args.gpu, "--gpu")  # an unknown device is refused before anything runs
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -451,9 +469,13 @@ def main(argv=None) -> list[dict]:
         for batch in args.batch_sizes:
             h = torch.randn(batch, args.hidden_dim, device=device)  # float32, as backbones give
             rows += bench_precision_batch(
-                args, main_model, tokenizer, drafts, trained, h, precision, sync
+                args, main_model, tokenizer, drafts, trained, h, precision
             )
-            print(markdown([r for r in rows if (r["precision"], r["batch"]) == (precision, batch)]))
+            print(
+                markdown(
+                    [r for r in rows if (r["precision"], r["batch"]) == (precision, batch)], sync
+                )
+            )
             clock = "wall" if wall_clock else "cpu"
             costs.append(
                 component_costs(main_model, drafts, h, args.warmup, args.repeats, clock, precision)
@@ -461,7 +483,7 @@ def main(argv=None) -> list[dict]:
             print(cost_markdown(costs[-1:]), flush=True)
 
     table = (
-        markdown(rows)
+        markdown(rows, sync)
         + "\n\nWhere the time goes (medians of the bare model calls, same run, interleaved):\n\n"
         + cost_markdown(costs)
     )
@@ -515,6 +537,16 @@ never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx an
         print(f"wrote the '{args.section}' section of {args.docs}")
     write_json(args.json, command.strip(), where, rows, costs, speed_key)
     return rows
+
+
+def table_gpu(device: str) -> str:
+    """The roofline table's entry for a CUDA ``device`` (its name contains the key), else H100."""
+    if torch.device(device).type == "cuda":
+        name = torch.cuda.get_device_name(torch.device(device))
+        for key in DEVICES:
+            if key in name:
+                return key
+    return "H100"
 
 
 def goal_report(rows: list[dict], key: str) -> list[dict]:

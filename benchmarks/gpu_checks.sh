@@ -5,6 +5,9 @@
 # with decoder.compile (torch.compile with CUDA graphs), each into its own section of
 # $OUT/benchmarks_gpu.md and its own JSON; copy the sections into docs/benchmarks.md.
 # Extra arguments go to both decoding runs (e.g. --repeats 5 --batch-sizes 1 for a dry run on a CPU).
+# Every decoding row carries the roofline prediction for this GPU (--gpu, default: the CUDA device's
+# entry in src/rsdvla/decoding/roofline.py) beside the measured ratios, and on a GPU the prediction's
+# error against the measured wall ratio (docs/benchmarks.md, "GPU prediction").
 # Then the evaluation throughput (benchmarks/bench_eval.py, at the end of this file).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -39,6 +39,26 @@ def write_synthetic_store(
     return writer.finalize()
 
 
+def tiny_decoding_models(hidden_dim: int = 32, draft_k: int = 3):
+    """``(main, projected draft, tokenizer)``, seeded and tiny (d_model 32, N = 32 tokens a layer),
+    reading ``hidden_dim``-d hidden states (the synthetic store's by default); eval mode."""
+    from rsdvla.models import DraftModel, MainModel
+    from rsdvla.tokenizer import RFSQTokenizer
+
+    torch.manual_seed(0)
+    main = MainModel(hidden_dim=hidden_dim, d_model=32, n_layers=2, n_heads=4, tokens_per_layer=32)
+    draft = DraftModel(
+        hidden_dim=hidden_dim, d_model=32, n_heads=4, num_draft_layers=draft_k, tokens_per_layer=32
+    )
+    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=4, hidden=16)
+    return main.eval(), draft.eval(), tokenizer.eval()
+
+
+@pytest.fixture
+def tiny_stack_models():
+    return tiny_decoding_models()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest (and steadiest on a shared machine) on one thread; restored after."""

@@ -37,10 +37,22 @@ def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
         assert never["accepted"] == 0.0
         assert never["same_codes"] == 1.0  # exact: main's answer whatever the draft
         assert rows[(precision, "main-only m=3")]["same_codes"] is None  # other depth
+        # passes counted from what the decoders did: draft + verify + L-1-3 steps for the oracle
+        assert (oracle["draft_passes"], oracle["verify_passes"], oracle["step_passes"]) == (1, 1, 4)
+        assert never["passes"] == 1 + 1 + 7 and rows[(precision, "main-only")]["passes"] == 8
+        assert rows[(precision, "main-only m=3")]["passes"] == 3
+        assert oracle["predicted_gpu"] == "NVIDIA H100 SXM5 80GB"
+        assert rows[(precision, "main-only")]["predicted_speedup"] == 1.0
     assert {g["precision"] for g in payload["goals"]} == {"float32", "bfloat16"}
     text = docs.read_text()
     assert "## Decoding speed (test)" in text and "kept" in text
     assert "| bfloat16 | 1 | oracle k=3 | 3.00 | 1.0000 |" in text
+    assert "predicted speedup (roofline, not measured)" in text
+
+
+def test_an_unknown_gpu_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match=r"^--gpu='V100' is not in the roofline table"):
+        load_bench().main(["--gpu", "V100", "--no-docs"])
 
 
 def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_path):

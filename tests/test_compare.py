@@ -76,7 +76,12 @@ def test_compare_pairs_episodes_and_writes_outputs(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "compare.json").read_text()) == json.loads(
         json.dumps(result)
     )
-    assert "Δ success" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Δ success" in out
+    # both runs timed main-only beside their decoder: the relative speed is printed beside Δ success
+    speed = comp["speed"]["main_only"]
+    assert speed["ci95"][0] <= speed["ratio"] <= speed["ci95"][1] and comp["speed_refused"] is None
+    assert "`b` vs `a`: decoder speed" in out
 
 
 def test_compare_reads_a_merged_summary_and_a_frontier_point(tmp_path):
@@ -123,3 +128,29 @@ def test_compare_cli_error_is_one_line(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "nope" in proc.stderr
+
+
+def test_speed_across_runs_that_timed_different_references_is_refused_naming_both(tmp_path):
+    def records(stage):
+        latency = {"decode": [1.0, 2.0, 3.0], stage: [2.0, 4.0, 6.0]}
+        return [{"latency_ms": latency}]
+
+    ref = compare.Run("a", tmp_path / "a", [], {})
+    run = compare.Run("b", tmp_path / "b", [], {})
+    with pytest.raises(ValueError, match=r"against main_only but .*b against main_only_m3"):
+        compare.speed_comparison(
+            records("baseline_decode"), records("baseline_decode_m3"), ref, run
+        )
+    same = compare.speed_comparison(
+        records("baseline_decode"), records("baseline_decode"), ref, run
+    )
+    assert same["main_only"]["ratio"] == pytest.approx(1.0)  # both 2x faster than main-only
+    assert same["main_only"]["clock_name"] == "wall"  # no CPU times in these records
+
+
+def test_relative_speed_of_known_ratios():
+    from rsdvla.decoding.timing import relative_speed
+
+    ref = [2.0, 4.0, 3.0, 5.0]
+    ratio, ci = relative_speed(ref, ref, ref, [x / 2 for x in ref])  # A = its reference, B = 2x
+    assert ratio == pytest.approx(2.0) and ci == pytest.approx([2.0, 2.0])

@@ -310,3 +310,27 @@ def test_stack_training_commands_chain_tokenizer_main_and_draft(tmp_path, monkey
         ValueError, match=r"frontier\.settings\.rvq_g1_main_only is also a stack setting"
     ):
         frontier.expand_stack_settings(cfg)
+
+
+def test_a_depth_setting_reads_against_main_only_and_its_own_depth_side_by_side():
+    def entry(ratio, low, high, ref):
+        return {"ratio": ratio, "ci95": [low, high], "reference": ref, "clock_name": "thread CPU"}
+
+    offline = {
+        "speed": {
+            "main_only": entry(2.4, 2.3, 2.5, "main_only"),
+            "main_only_m3": entry(0.96, 0.9, 1.02, "main_only_m3"),
+        },
+        "cost_per_chunk": {
+            "decoder": {"passes": 3.0, "positions": 5.0, "gflops": 0.1, "weight_mb": 9.0}
+        },
+        "gpu_prediction": {"H100": {"speedup": {"main_only": 2.0, "main_only_m3": 0.8}}},
+    }
+    row = frontier.row_for("rsd_ctx_corr0_m3", offline, None, False)
+    assert row["offline_speedup"] == 2.4 and row["offline_speedup_vs_depth"] == 0.96
+    assert row["offline_speedup_vs_depth_reference"] == "main_only_m3"
+    assert row["predicted_gpu_speedup_vs_depth"] == 0.8 and row["passes_per_chunk"] == 3.0
+    table = frontier.markdown([row])
+    assert "2.40x [2.30, 2.50]" in table and "0.96x [0.90, 1.02] vs main_only_m3" in table
+    assert "predicted H100 speedup (roofline, not measured)" in table
+    assert "2.00x (0.80x vs its depth)" in table

@@ -162,7 +162,9 @@ def test_summarize_latency_speedup_acceptance():
     assert summary["mean_accepted_layers"] == pytest.approx(2.0)
     assert summary["acceptance_per_layer"] == pytest.approx([1.0, 2 / 3, 1 / 3])
     assert summary["latency_ms"]["decode"]["p50"] == 3.0
-    assert summary["speedup"] == pytest.approx(6.0 / 3.0)
+    assert summary["speedup"] == pytest.approx(6.0 / 3.0)  # paired chunks, wall (no CPU times)
+    assert summary["speedup_clock"] == "wall" and summary["speed"]["main_only"]["calls"] == 3
+    assert summary["end_to_end"] == {}  # no backbone times: no policy-step speed
     assert (
         summary["latency_p50_ms"],
         summary["main_only_latency_p50_ms"],
@@ -222,12 +224,20 @@ def test_runner_writes_episodes_and_summary(tmp_path):
     assert on_disk["success_rate"] == summary["success_rate"] == pytest.approx(3 / 6)
     assert on_disk["episodes"] == 6 and on_disk["complete"] is True
     assert on_disk["mean_accepted_layers"] == 2.0
-    # speedup = median main-only decode time / median decoder time, over every chunk of every episode
+    # speedup = median main-only decode CPU time / median decoder CPU time, over every chunk of
+    # every episode (a CPU run: the paired timer's CPU clock), wall time beside
     per_stage = {
         stage: np.median([v for r in records for v in r["latency_ms"][stage]])
-        for stage in ("baseline_decode", "decode")
+        for stage in ("baseline_decode", "decode", "baseline_decode_cpu", "decode_cpu")
     }
-    assert on_disk["speedup"] == pytest.approx(per_stage["baseline_decode"] / per_stage["decode"])
+    assert on_disk["speedup"] == pytest.approx(
+        per_stage["baseline_decode_cpu"] / per_stage["decode_cpu"]
+    )
+    assert on_disk["speed"]["main_only"]["wall_ratio"] == pytest.approx(
+        per_stage["baseline_decode"] / per_stage["decode"]
+    )
+    assert on_disk["speedup_clock"] in ("thread CPU", "process CPU")
+    assert set(on_disk["end_to_end"]) == {"main_only"}
     assert on_disk["num_chunks"] == sum(len(r["latency_ms"]["decode"]) for r in records)
     assert on_disk["settings"]["cameras"] is False  # the fake backbone reads no images
     assert envs.made == [0, 1, 2]
@@ -410,7 +420,8 @@ def test_libero_object_episode_in_the_simulator_resumes(tmp_path, restore_torch_
         assert key in summary, key
     assert summary["episodes"] == 1 and summary["settings"]["cameras"] is False
     assert summary["speedup"] == pytest.approx(
-        np.median(first["latency_ms"]["baseline_decode"]) / np.median(first["latency_ms"]["decode"])
+        np.median(first["latency_ms"]["baseline_decode_cpu"])
+        / np.median(first["latency_ms"]["decode_cpu"])
     )
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["episodes"] == 1
 
@@ -432,3 +443,40 @@ def test_first_trial_shifts_the_initial_states():
     assert [s.trial for s in specs] == [25, 26, 27]
     with pytest.raises(ValueError, match="first_trial"):
         plan_episodes("libero_object", [2], trials=3, first_trial=-1)
+
+
+def test_a_truncated_decoder_is_timed_beside_main_only_at_its_depth(tiny_stack_models):
+    """The policy times main-only at the decoder's depth on the same hidden states; the summary
+    reads the decoder against both references, and the policy step (backbone + decode) too."""
+    from test_policy import batch_observation, obs
+
+    from rsdvla.decoding import AgreementAcceptance, MainOnlyDecoder, SpeculativeDecoder
+    from rsdvla.evaluation.libero.rollout import _chunk_fields
+    from rsdvla.evaluation.libero.runner import depth_baseline
+
+    main, draft, tokenizer = tiny_stack_models
+
+    class Backbone(FakeBackbone):
+        hidden_dim = main.config.hidden_dim
+
+        def encode(self, batch):
+            return torch.randn(1, self.hidden_dim)
+
+    rsd_m3 = SpeculativeDecoder(main, draft, tokenizer, AgreementAcceptance(0.0), depth=3)
+    stack = type(
+        "Stack", (), {"decoder": rsd_m3, "baseline": object(), "main": main, "tokenizer": tokenizer}
+    )
+    assert depth_baseline(stack).depth == 3
+    policy = RSDPolicy(
+        Backbone(),
+        rsd_m3,
+        NORMALIZER,
+        baseline=MainOnlyDecoder(main, tokenizer),
+        depth_baseline=depth_baseline(stack),
+    )
+    for _ in range(4):
+        policy.predict_action_chunk(batch_observation(obs()))
+    summary = summarize([record(0, 0, True, **_chunk_fields(policy.chunk_log))])
+    assert set(summary["speed"]) == set(summary["end_to_end"]) == {"main_only", "main_only_m3"}
+    assert summary["speed"]["main_only_m3"]["calls"] == 4
+    assert summary["speedup"] == summary["speed"]["main_only"]["ratio"]

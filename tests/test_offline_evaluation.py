@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_decoding_models
 from omegaconf import OmegaConf
 
 from rsdvla.data import HiddenStateStore
@@ -19,7 +20,7 @@ from rsdvla.data.split import split_episodes
 from rsdvla.decoding import AgreementAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.evaluation.offline import load_split_rows, run_offline
 from rsdvla.evaluation.reports import sweep
-from rsdvla.models import DraftModel, MainModel
+from rsdvla.models import MainModel
 from rsdvla.tokenizer import RFSQTokenizer
 
 HIDDEN = 32  # conftest's synthetic store
@@ -29,13 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thr
 
 
 def tiny_models(draft_k: int = 3):
-    torch.manual_seed(0)
-    main = MainModel(hidden_dim=HIDDEN, d_model=32, n_layers=2, n_heads=4, tokens_per_layer=32)
-    draft = DraftModel(
-        hidden_dim=HIDDEN, d_model=32, n_heads=4, num_draft_layers=draft_k, tokens_per_layer=32
-    )
-    tokenizer = RFSQTokenizer(chunk_size=8, latent_dim=4, hidden=16)
-    return main.eval(), draft.eval(), tokenizer.eval()
+    return tiny_decoding_models(HIDDEN, draft_k)
 
 
 def offline_cfg(store: Path, out: Path, **env):
@@ -118,12 +113,20 @@ def test_run_offline_exact_rsd_agrees_with_main_only(synthetic_store, tmp_path):
         "main_steps",
         "detokenize",
         "total",
+        "total_cpu",
     }
     assert summary["latency_ms"]["main_only"]["verify"]["p50"] == 0.0
     latency = summary["latency_ms"]
+    # the speedup is the paired timer's ratio of CPU-time medians against full main-only
+    assert summary["speed_reference"] == "main_only" and set(summary["speed"]) == {"main_only"}
     assert summary["speedup"] == pytest.approx(
+        latency["main_only"]["total_cpu"]["p50"] / latency["decoder"]["total_cpu"]["p50"]
+    )
+    assert summary["speed"]["main_only"]["wall_ratio"] == pytest.approx(
         latency["main_only"]["total"]["p50"] / latency["decoder"]["total"]["p50"]
     )
+    low, high = summary["speedup_ci95"]
+    assert low <= high and summary["speed"]["main_only"]["calls"] == 4
     assert summary["action_mse"] > 0  # untrained models: far from the ground truth
 
 
@@ -218,6 +221,7 @@ def test_sweep_plots_success_rate_when_present(tmp_path):
 def test_libero_policy_and_offline_count_acceptance_the_same_way():
     """Calls that did not speculate (skip_below fallback) are no rejections in either path."""
     from rsdvla.decoding import DecodeResult, DecodeStats
+    from rsdvla.decoding.timing import PairedTimer
     from rsdvla.evaluation.libero.rollout import _chunk_fields
     from rsdvla.evaluation.offline import SideBySide
     from rsdvla.evaluation.reports.aggregate import acceptance_block
@@ -242,9 +246,12 @@ def test_libero_policy_and_offline_count_acceptance_the_same_way():
     chunk_log = [ChunkStats(*read_decode_stats(r, 3)[:2]) for r in calls]
     libero = acceptance_block([_chunk_fields(chunk_log)])
     side = SideBySide()
+    timer = PairedTimer(["decoder", "main_only"])
     for r in calls:
-        side.add(r, r, torch.zeros(1, 2, 7), None, {"decoder": 1.0, "main_only": 1.0})
-    offline = side.summary()
+        side.add(r, r, torch.zeros(1, 2, 7), None)
+        timer.add("decoder", 1.0, 1.0)
+        timer.add("main_only", 1.0, 1.0)
+    offline = side.summary(timer)
     assert libero["mean_accepted_layers"] == pytest.approx(2.0)  # (3 + 1) / 2, not / 3
     assert offline["mean_accepted_layers"] == pytest.approx(libero["mean_accepted_layers"])
     assert libero["acceptance_per_layer"] == pytest.approx([1.0, 0.5, 0.5])
@@ -266,6 +273,27 @@ def test_offline_compares_truncated_depth_with_main_only(synthetic_store, tmp_pa
     # the 3 decoded layers are main-only's own: 3 of 8 layers' tokens agree, no chunk is whole
     assert summary["token_agreement"] == pytest.approx(3 / 8) and summary["chunk_agreement"] == 0
     assert summary["action_mse_vs_main_only"] > 0
+    # read against full main-only and against main-only at its own depth, timed in the same rounds
+    assert set(summary["speed"]) == {"main_only", "main_only_m3"}
+    assert summary["speed"]["main_only_m3"]["reference"] == "main_only_m3"
+    assert summary["cost_per_chunk"]["main_only_m3"]["step_passes"] == 3
+    assert summary["cost_per_chunk"]["main_only"]["step_passes"] == 8
+
+
+def test_offline_refuses_a_speed_reference_it_did_not_time(synthetic_store, tmp_path):
+    main, _, tokenizer = tiny_models()
+    stack = SimpleNamespace(
+        main=main,
+        tokenizer=tokenizer,
+        normalizer=HiddenStateStore(synthetic_store).normalizer,
+        decoder=MainOnlyDecoder(main, tokenizer),
+    )
+    cfg = offline_cfg(synthetic_store, tmp_path, max_batches=1, speed_reference="main_only_m3")
+    with pytest.raises(ValueError, match=r"env.speed_reference='main_only_m3' was not timed"):
+        run_offline(cfg, stack)
+    cfg = offline_cfg(synthetic_store, tmp_path, max_batches=1, bootstrap_resamples=50)
+    with pytest.raises(ValueError, match=r"env.bootstrap_resamples=50: .* >= 100 resamples"):
+        run_offline(cfg, stack)
 
 
 def test_a_draft_trained_on_another_split_is_refused_and_one_store_spelled_two_ways_is_not(

@@ -75,13 +75,23 @@ def test_a_failure_names_the_stage_and_leaves_no_marker(tmp_path, monkeypatch):
     assert not (tmp_path / "boom" / ".done").exists()
 
 
+def speed(ratio: float) -> dict:
+    """A speed entry of rsdvla.decoding.timing.paired_speed (ratio, interval, reference, clock)."""
+    return {
+        "ratio": ratio,
+        "ci95": [ratio - 0.1, ratio + 0.1],
+        "reference": "main_only",
+        "clock_name": "thread CPU",
+    }
+
+
 def test_report_merges_offline_and_libero_summaries(tmp_path):
     (tmp_path / "offline_rsd").mkdir()
     (tmp_path / "libero_rsd").mkdir()
     (tmp_path / "offline_rsd" / "summary.json").write_text(
         json.dumps(
             {
-                "speedup": 1.3,
+                "speed": {"main_only": speed(1.3)},
                 "mean_accepted_layers": 2.5,
                 "acceptance_per_layer": [0.9, 0.8, 0.7],
                 "action_mse": 0.01,
@@ -90,7 +100,12 @@ def test_report_merges_offline_and_libero_summaries(tmp_path):
     )
     (tmp_path / "libero_rsd" / "summary.json").write_text(
         json.dumps(
-            {"success_rate": 0.75, "success_ci95": [0.5, 0.9], "episodes": 20, "speedup": 1.2}
+            {
+                "success_rate": 0.75,
+                "success_ci95": [0.5, 0.9],
+                "episodes": 20,
+                "speed": {"main_only": speed(1.2)},
+            }
         )
     )
     (row,) = collect_rows(Path(tmp_path), ["rsd"])
@@ -100,6 +115,7 @@ def test_report_merges_offline_and_libero_summaries(tmp_path):
         and row["libero_speedup"] == 1.2
     )
     assert row["acceptance_per_layer"] == [0.9, 0.8, 0.7] and row["action_mse"] == 0.01
+    assert row["offline_speedup_ci_low"] == 1.2 and row["offline_speedup_reference"] == "main_only"
 
 
 def test_oft_smoke_plan_runs_every_stage_with_the_oft_backbone(tmp_path):

@@ -195,3 +195,16 @@ def test_tree_width_and_draft_mismatches_are_refused_in_one_line():
         ValueError, match=r"tokenizer has family=rfsq but main\.tokenizer_family=rvq"
     ):
         MainOnlyDecoder(main, rfsq)
+
+
+def test_a_tree_verify_pass_counts_its_rows():
+    """Cost of a draft tree: n rows of k + 1 positions in the one verify pass, weights read once."""
+    from rsdvla.decoding.cost import call_passes
+
+    main, draft, tok = rvq_stack(1, 16)
+    h = torch.randn(1, HIDDEN)
+    one, four = (SpeculativeDecoder(main, draft, tok, k=3, tree_width=n) for n in (1, 4))
+    verify_1 = next(p for p in call_passes(one, one(h).stats) if p.kind == "verify")
+    verify_4 = next(p for p in call_passes(four, four(h).stats) if p.kind == "verify")
+    assert (verify_1.positions, verify_4.positions) == (4, 16)
+    assert verify_4.flops == 4 * verify_1.flops and verify_4.weight_bytes == verify_1.weight_bytes

@@ -29,7 +29,8 @@ import torch
 
 from rsdvla.decoding.divergence import divergence_rows, hidden_shift
 from rsdvla.decoding.rows import RowState, call_decoder
-from rsdvla.decoding.stats import row_stats, speculated_acceptance, synchronize, timed_call
+from rsdvla.decoding.stats import row_stats, speculated_acceptance, synchronize
+from rsdvla.decoding.timing import rotated, speed_clock, timed_cpu_wall
 from rsdvla.envs.conversions import (
     binarize_gripper,
     invert_gripper_action,
@@ -149,23 +150,30 @@ class EpisodeSlot:
     chunk_log: list[ChunkStats] = field(default_factory=list)
     decoder_row: RowState = field(default_factory=RowState)
     baseline_row: RowState = field(default_factory=RowState)
+    depth_baseline_row: RowState = field(default_factory=RowState)
     previous_h: torch.Tensor | None = None  # h of the episode's last chunk [1, H]
 
     @classmethod
     def for_episode(cls, episode_seed: int = 0) -> EpisodeSlot:
         seed = int(episode_seed)
-        return cls(seed, decoder_row=RowState(seed), baseline_row=RowState(seed))
+        return cls(
+            seed,
+            decoder_row=RowState(seed),
+            baseline_row=RowState(seed),
+            depth_baseline_row=RowState(seed),
+        )
 
 
 @dataclass
 class Decoded:
-    """One decoder call (and the baseline's on the same ``h``): the decoder's result, the
-    baseline's result (None without a baseline) and the wall seconds of each."""
+    """One decoder call (and the baselines' on the same ``h``): the decoder's result, the
+    baseline's result (None without a baseline) and ``latency_s``: ``decode``, ``baseline_decode``
+    and ``baseline_decode_m<depth>`` (wall seconds), each with its ``*_cpu`` CPU seconds
+    (``rsdvla.decoding.timing``)."""
 
     result: Any
-    decode_s: float
+    latency_s: dict
     baseline: Any = None
-    baseline_s: float | None = None
 
 
 class RSDPolicy:
@@ -177,9 +185,12 @@ class RSDPolicy:
             (``decoder(h, rows)`` for decoders with per-row state, ``rsdvla.decoding.rows``).
         normalizer: ``ActionNormalizer`` holding the checkpoint's statistics.
         chunk_size: actions executed open loop per decoder call (``<= T``).
-        baseline: optional main-only decoder; it decodes the same ``h`` every call (order
-            alternating with ``decoder``) to time it and to record how far the decoder's codes
-            and actions depart from it (``ChunkStats.divergence``); its actions are not executed.
+        baseline: optional main-only decoder; it decodes the same ``h`` every call (in an order
+            rotating with ``decoder``'s, ``rsdvla.decoding.timing``) to time it and to record how
+            far the decoder's codes and actions depart from it (``ChunkStats.divergence``); its
+            actions are not executed.
+        depth_baseline: optional main-only decoder at the decoder's truncated depth m, timed the
+            same way (latency ``baseline_decode_m<m>``): the reference of a depth-m setting.
         invert_gripper: see :func:`to_env_actions`.
         device: where ``h`` goes before decoding (None: leave it where the backbone put it).
 
@@ -197,6 +208,7 @@ class RSDPolicy:
         chunk_size: int = 8,
         baseline=None,
         *,
+        depth_baseline=None,
         invert_gripper: bool = False,
         device: torch.device | str | None = None,
     ):
@@ -207,6 +219,7 @@ class RSDPolicy:
         self.normalizer = normalizer
         self.chunk_size = int(chunk_size)
         self.baseline = baseline
+        self.depth_baseline = depth_baseline
         self.invert_gripper = bool(invert_gripper)
         self.device = None if device is None else torch.device(device)
         self.num_draft_layers = _num_draft_layers(decoder)
@@ -254,7 +267,7 @@ class RSDPolicy:
             slots = [self.slot] if batch == 1 else [EpisodeSlot() for _ in range(batch)]
         if len(slots) != batch:
             raise ValueError(f"RSDPolicy: {len(slots)} episode slots for a batch of {batch}")
-        h, backbone_s = timed_call(self.backbone.encode, obs_batch)
+        h, backbone_cpu, backbone_s = timed_cpu_wall(self.backbone.encode, obs_batch)
         if self.device is not None:
             h = h.to(self.device)
         decoded = self._decode(h, slots)
@@ -272,12 +285,11 @@ class RSDPolicy:
         _, _, stage_s = read_decode_stats(decoded.result, self.num_draft_layers)
         latency = {
             "backbone": backbone_s,
+            **({"backbone_cpu": backbone_cpu} if speed_clock(h.device) == "cpu" else {}),
             **stage_s,
-            "decode": decoded.decode_s,
-            "total": backbone_s + decoded.decode_s,
+            **decoded.latency_s,
+            "total": backbone_s + decoded.latency_s["decode"],
         }
-        if decoded.baseline_s is not None:
-            latency["baseline_decode"] = decoded.baseline_s
         env_actions = self._env_actions(actions)
         divergence, shift = self._chunk_diagnostics(h, decoded, actions, env_actions, slots)
         for row, slot in enumerate(slots):
@@ -328,21 +340,23 @@ class RSDPolicy:
         return rows, shift
 
     def _decode(self, h: torch.Tensor, slots: Sequence[EpisodeSlot]) -> Decoded:
-        """Decode ``h`` with the decoder and the baseline (alternating which runs first), each
-        with the slots' own row states; returns both results."""
+        """Decode ``h`` with the decoder and the baselines (in an order rotating call by call),
+        each with the slots' own row states; returns the results and their times."""
         self._calls += 1
-        rows = [slot.decoder_row for slot in slots]
-        if self.baseline is None:
-            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
-            return Decoded(result, decode_s)
-        baseline_rows = [slot.baseline_row for slot in slots]
-        if self._calls % 2:
-            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
-            baseline, baseline_s = timed_call(call_decoder, self.baseline, h, baseline_rows)
-        else:
-            baseline, baseline_s = timed_call(call_decoder, self.baseline, h, baseline_rows)
-            result, decode_s = timed_call(call_decoder, self.decoder, h, rows)
-        return Decoded(result, decode_s, baseline, baseline_s)
+        calls = {"decode": (self.decoder, [slot.decoder_row for slot in slots])}
+        if self.baseline is not None:
+            calls["baseline_decode"] = (self.baseline, [slot.baseline_row for slot in slots])
+        if self.depth_baseline is not None:
+            name = f"baseline_decode_m{self.depth_baseline.depth}"
+            calls[name] = (self.depth_baseline, [slot.depth_baseline_row for slot in slots])
+        results, latency = {}, {}
+        for name in rotated(list(calls), self._calls - 1):
+            decoder, rows = calls[name]
+            results[name], cpu, wall = timed_cpu_wall(call_decoder, decoder, h, rows)
+            latency[name] = wall
+            if speed_clock(h.device) == "cpu":  # on a GPU: wall (GPU time is not CPU time)
+                latency[f"{name}_cpu"] = cpu
+        return Decoded(results["decode"], latency, results.get("baseline_decode"))
 
     @torch.inference_mode()
     def warmup(self, calls: int = 2) -> None:
@@ -355,9 +369,9 @@ class RSDPolicy:
             return
         h = torch.zeros(1, int(width), device=self.device)
         for _ in range(calls):
-            call_decoder(self.decoder, h, [RowState()])
-            if self.baseline is not None:
-                call_decoder(self.baseline, h, [RowState()])
+            for decoder in (self.decoder, self.baseline, self.depth_baseline):
+                if decoder is not None:
+                    call_decoder(decoder, h, [RowState()])
         synchronize()
 
     def select_action(self, obs: Mapping[str, Any]) -> np.ndarray:

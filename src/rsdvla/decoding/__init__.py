@@ -18,7 +18,7 @@ from rsdvla.decoding.adaptive import AdaptiveDepthDecoder
 from rsdvla.decoding.draft_only import DraftOnlyDecoder
 from rsdvla.decoding.main_only import MainOnlyDecoder
 from rsdvla.decoding.speculative import SpeculativeDecoder
-from rsdvla.decoding.stats import STAGES, DecodeResult, DecodeStats, StageTimer, timed_call
+from rsdvla.decoding.stats import STAGES, DecodeResult, DecodeStats, StageTimer
 
 __all__ = [
     "STAGES",
@@ -36,5 +36,4 @@ __all__ = [
     "SamplingAcceptance",
     "SpeculativeDecoder",
     "StageTimer",
-    "timed_call",
 ]

@@ -1,9 +1,9 @@
-"""What every decoder call returns (codes, actions, per-call statistics) and the one timing helper.
+"""What every decoder call returns (codes, actions, per-call statistics) and its stage timer.
 
 Timing never adds a host synchronisation inside a decoder call: on a CUDA device the stage
 boundaries are CUDA events, read (and waited for) only when ``stats.seconds`` is first accessed,
-which callers do after the call. :func:`timed_call` times a whole call for callers (policy,
-offline evaluation, benchmarks) and synchronises once before and once after it.
+which callers do after the call. Whole calls are timed by ``rsdvla.decoding.timing`` (policy,
+offline evaluation, benchmarks), which synchronises once before and once after each.
 """
 
 from __future__ import annotations
@@ -155,18 +155,6 @@ def synchronize(device: torch.device | str | None = None) -> None:
         return
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def timed_call(fn, *args, device: torch.device | str | None = None):
-    """``(fn(*args), wall seconds)``, synchronising CUDA before and after so GPU work is counted.
-
-    The one timing helper of the project (policy, offline evaluation, benchmarks use it).
-    """
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn(*args)
-    synchronize(device)
-    return out, time.perf_counter() - start
 
 
 def speculated_acceptance(stats) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rsdvla.decoding.timing import DEFAULT_REFERENCE, format_columns, speed_columns
 from rsdvla.evaluation.libero.workers import default_num_envs
 from rsdvla.evaluation.reports.aggregate import write_json_atomic, write_markdown_section
 from rsdvla.evaluation.reports.plots import save_figure
@@ -44,8 +45,11 @@ from rsdvla.evaluation.reports.plots import save_figure
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
 SECTION = "## Frontier"
-REFERENCE = "main_only"
-"""The setting every LIBERO point is compared against, paired on the same episodes."""
+REFERENCE = DEFAULT_REFERENCE
+"""The setting every point is compared against: timed beside it (offline on the same rows, in
+LIBERO on the same hidden states) and paired on the same episodes."""
+PREDICTED_ON = "H100"
+"""The GPU of the roofline column (``rsdvla.decoding.roofline.DEVICES``)."""
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -504,10 +508,25 @@ def row_for(
     ci = (libero or {}).get("success_ci95") or [None, None]
     paired_ci = (paired or {}).get("delta_ci95") or [None, None]
     own_ci = (own or {}).get("delta_ci95") or [None, None]
+    speed = offline.get("speed") or {}
+    depth_ref = next((ref for ref in speed if ref != REFERENCE), None)
+    cost = (offline.get("cost_per_chunk") or {}).get("decoder") or {}
+    predicted = ((offline.get("gpu_prediction") or {}).get(PREDICTED_ON) or {}).get("speedup") or {}
+    lib_speed = (libero or {}).get("speed") or {}
+    oft = ((offline.get("gpu_prediction") or {}).get("A100") or {}).get("oft_step_speedup") or {}
     return {
         "name": name,
         "decoder": offline.get("decoder"),
-        "offline_speedup": offline.get("speedup"),
+        **speed_columns("offline_speedup", speed.get(REFERENCE)),
+        **speed_columns("offline_speedup_vs_depth", speed.get(depth_ref)),
+        "passes_per_chunk": cost.get("passes"),
+        "positions_per_chunk": cost.get("positions"),
+        "gflops_per_chunk": cost.get("gflops"),
+        "weight_mb_per_chunk": cost.get("weight_mb"),
+        "predicted_gpu": PREDICTED_ON,
+        "predicted_gpu_speedup": predicted.get(REFERENCE),
+        "predicted_gpu_speedup_vs_depth": predicted.get(depth_ref),
+        "predicted_oft_step_speedup_a100": oft.get(REFERENCE),
         "action_mse": offline.get("action_mse"),
         "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
         "token_agreement": offline.get("token_agreement"),
@@ -521,7 +540,11 @@ def row_for(
         "success_rate": (libero or {}).get("success_rate"),
         "success_ci_low": ci[0],
         "success_ci_high": ci[1],
-        "libero_speedup": (libero or {}).get("speedup"),
+        **speed_columns("libero_speedup", lib_speed.get(REFERENCE)),
+        **speed_columns("libero_speedup_vs_depth", lib_speed.get(depth_ref)),
+        **speed_columns(
+            "libero_step_speedup", ((libero or {}).get("end_to_end") or {}).get(REFERENCE)
+        ),
         "libero_decode_p50_ms": (libero or {}).get("latency_p50_ms"),
         "libero_main_only_p50_ms": (libero or {}).get("main_only_latency_p50_ms"),
         "libero_mean_accepted_layers": (libero or {}).get("mean_accepted_layers"),
@@ -550,11 +573,13 @@ def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| setting | offline speedup (b=1) | action MSE | MSE vs main-only | decoded layers | "
-        "accepted layers | offline frontier | LIBERO success [95% CI] | LIBERO speedup | "
-        "Δ success vs main-only, paired [95% CI] | McNemar p | Δ vs own main-only [95% CI] | McNemar p |"
+        "| setting | offline speedup vs main_only [95% CI] | vs main_only at its depth [95% CI] "
+        f"| passes / GFLOPs per chunk | predicted {PREDICTED_ON} speedup (roofline, not measured) "
+        "| action MSE | MSE vs main-only | decoded layers | accepted layers | offline frontier "
+        "| LIBERO success [95% CI] | LIBERO speedup vs main_only [95% CI] "
+        "| Δ success vs main-only, paired [95% CI] | McNemar p | Δ vs own main-only [95% CI] | McNemar p |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         success = (
             "-"
@@ -562,11 +587,19 @@ def markdown(rows: list[dict]) -> str:
             else f"{100 * r['success_rate']:.0f}% [{100 * r['success_ci_low']:.0f}, "
             f"{100 * r['success_ci_high']:.0f}] (n={r['libero_episodes']})"
         )
+        depth = format_columns(r, "offline_speedup_vs_depth")
+        if r["offline_speedup_vs_depth_reference"]:
+            depth += f" vs {r['offline_speedup_vs_depth_reference']}"
+        predicted = _fmt(r["predicted_gpu_speedup"], ".2f", "x")
+        if _finite(r["predicted_gpu_speedup_vs_depth"]):
+            predicted += f" ({r['predicted_gpu_speedup_vs_depth']:.2f}x vs its depth)"
         lines.append(
-            f"| {r['name']} | {_fmt(r['offline_speedup'], '.2f', 'x')} | {_fmt(r['action_mse'], '.4f')} "
+            f"| {r['name']} | {format_columns(r, 'offline_speedup')} | {depth} "
+            f"| {_fmt(r['passes_per_chunk'], '.1f')} / {_fmt(r['gflops_per_chunk'], '.3f')} | {predicted} "
+            f"| {_fmt(r['action_mse'], '.4f')} "
             f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
             f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
-            f"| {success} | {_fmt(r['libero_speedup'], '.2f', 'x')} | {' | '.join(_paired(r))} "
+            f"| {success} | {format_columns(r, 'libero_speedup')} | {' | '.join(_paired(r))} "
             f"| {' | '.join(_paired(r, 'own'))} |"
         )
     return "\n".join(lines)
@@ -749,12 +782,20 @@ share where main's layer is among the draft's 2 or 4 most probable layers (a dra
 """
 
 FRONTIER_NOTE = """Written by `{command}` (a rerun skips finished points). Offline: held-out rows of the
-quickstart store at batch 1, each setting timed side by side with greedy main-only (speedup =
-median main-only call / median call). LIBERO: libero_object, all 10 tasks, initial states from
+quickstart store at batch 1, one torch thread; each setting is timed in the same process as
+greedy main-only, and a setting of truncated depth m also as `main_only_m<m>`, call by call on
+the same rows in a rotating order (`rsdvla.decoding.timing`). Speedup = median reference call /
+median call on the calling thread's CPU time (load on other cores does not move it), with a 95%
+percentile bootstrap interval over the calls (1000 resamples, seeded); wall-clock ratios are in
+frontier.csv beside them. `passes / GFLOPs per chunk`: sequential model passes and arithmetic
+counted from the models' shapes and each call's acceptance (`rsdvla.decoding.cost`). The
+predicted column is a roofline estimate for a GPU at batch 1, not a measurement (formula in
+docs/benchmarks.md). LIBERO: libero_object, all 10 tasks, initial states from
 `frontier.libero.first_trial` on, success with 95% Wilson intervals; speedup measured on the
-same hidden states as main-only, chunk by chunk. `offline frontier`: no other setting is at
-least as fast with a lower action error. Paired columns: the same episodes (task, initial state,
-seed) under the setting and under main-only; the success difference with Newcombe's paired 95%
-interval and McNemar's exact p (`python -m rsdvla.evaluation.reports.compare <main_only> <setting>`
-prints the per-task table).
+same hidden states as main-only, chunk by chunk, with its bootstrap interval over chunks.
+`offline frontier`: no other setting is at least as fast with a lower action error. Paired
+columns: the same episodes (task, initial state, seed) under the setting and under main-only;
+the success difference with Newcombe's paired 95% interval and McNemar's exact p
+(`python -m rsdvla.evaluation.reports.compare <main_only> <setting>` prints the per-task table
+and, when both runs timed main-only, the speed ratio beside it).
 """

@@ -7,10 +7,16 @@ normalizer), action MSE of the decoder vs main-only, code agreement with main-on
 identical tokens and of identical chunks), acceptance per drafted layer and mean accepted
 layers (over calls that speculated, counted as the LIBERO policy counts them), decoded layers per
 chunk (truncated and adaptive depth), latency p50/p95 per stage for both (ms per decoder call of
-``env.batch_size`` chunks) and the speedup (median main-only call time / median decoder call time).
+``env.batch_size`` chunks), and the speed of the decoder from ``rsdvla.decoding.timing``: against
+full main-only and, for a decoder of truncated depth m, against ``main_only_m{m}`` timed in the
+same rounds (``speed``: ratio of medians on the CPU clock, its 95% bootstrap interval over the
+calls, wall time beside; ``speedup`` is the one against ``env.speed_reference``). ``cost_per_chunk``
+counts every timed decoder's passes, positions, FLOPs and weight bytes (``rsdvla.decoding.cost``)
+and ``gpu_prediction`` is the roofline estimate of the same calls (``rsdvla.decoding.roofline``).
 
 Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``, ``env.batch_size``,
-``env.max_batches``, ``env.warmup``, ``env.shuffle``; ``paths.output_dir`` (or Hydra's run dir).
+``env.max_batches``, ``env.warmup``, ``env.shuffle``, ``env.speed_reference``,
+``env.bootstrap_resamples``, ``env.torch_threads``; ``paths.output_dir`` (or Hydra's run dir).
 """
 
 from __future__ import annotations
@@ -27,7 +33,18 @@ from omegaconf import DictConfig
 from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
-from rsdvla.decoding.stats import speculated_acceptance, timed_call
+from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.roofline import predicted_speed
+from rsdvla.decoding.stats import speculated_acceptance
+from rsdvla.decoding.timing import (
+    DEFAULT_REFERENCE,
+    RESAMPLES,
+    PairedTimer,
+    check_resamples,
+    decoder_depth,
+    depth_reference,
+    format_speed,
+)
 from rsdvla.evaluation.reports.aggregate import write_json_atomic
 from rsdvla.evaluation.reports.plots import plot_summary
 
@@ -106,7 +123,6 @@ class SideBySide:
         baseline: DecodeResult,
         truth: torch.Tensor,
         normalizer,
-        walls: dict,
     ) -> None:
         raw_truth = normalizer.unnormalize(truth) if normalizer is not None else None
         for name, result in (("decoder", decoded), ("main_only", baseline)):
@@ -117,7 +133,6 @@ class SideBySide:
                 )
             for stage, value in result.stats.seconds.items():
                 self.seconds[name][stage].append(value)
-            self.seconds[name]["total"].append(walls[name])
         self.sq_err["vs_main_only"] += float(((decoded.actions - baseline.actions) ** 2).sum())
         self.elements += truth.numel()
         # truncated-depth decoders return fewer layers: compare the layers both decoded, and
@@ -148,17 +163,19 @@ class SideBySide:
             self.accepted_layers += float(accepted.float().sum())
             self.speculated_chunks += accepted.shape[0]
 
-    def summary(self) -> dict:
+    def summary(self, timer: PairedTimer) -> dict:
+        """The accuracy and acceptance figures; ``latency_ms`` per stage (decoder stage timers,
+        wall) with ``total`` from ``timer`` (wall and ``total_cpu``)."""
         spec = max(self.speculated_chunks, 1)
         latency = {
             name: {
-                stage: percentiles_ms(values)
-                for stage, values in stages.items()
-                if stage in (*STAGES, "total")
+                stage: percentiles_ms(values) for stage, values in stages.items() if stage in STAGES
             }
             for name, stages in self.seconds.items()
         }
-        speedup = latency["main_only"]["total"]["p50"] / latency["decoder"]["total"]["p50"]
+        for name in latency:
+            latency[name]["total"] = percentiles_ms(timer.wall[name])
+            latency[name]["total_cpu"] = percentiles_ms(timer.cpu[name])
         return {
             "action_mse": self.sq_err["decoder"] / self.elements,
             "main_only_action_mse": self.sq_err["main_only"] / self.elements,
@@ -182,7 +199,6 @@ class SideBySide:
             "latency_p50_ms": latency["decoder"]["total"]["p50"],
             "latency_p95_ms": latency["decoder"]["total"]["p95"],
             "main_only_latency_p50_ms": latency["main_only"]["total"]["p50"],
-            "speedup": speedup,
         }
 
 
@@ -245,7 +261,18 @@ def print_table(summary: dict) -> None:
             f"{d['p50']:.2f} / {d['p95']:.2f}",
             f"{m['p50']:.2f} / {m['p95']:.2f}",
         )
-    table.add_row("speedup (median call time)", f"{summary['speedup']:.2f}x", "1.00x")
+    for entry in summary["speed"].values():
+        table.add_row(f"speed vs {entry['reference']}", format_speed(entry), "")
+    for name, cost in summary["cost_per_chunk"].items():
+        table.add_row(
+            f"passes / GFLOPs / weight MB per chunk ({name})",
+            f"{cost['passes']:.2f} / {cost['gflops']:.3f} / {cost['weight_mb']:.1f}",
+            "",
+        )
+    for ref, value in summary["gpu_prediction"]["H100"]["speedup"].items():
+        table.add_row(
+            f"predicted H100 speedup vs {ref} (roofline, not measured)", f"{value:.2f}x", ""
+        )
     Console().print(table)
 
 
@@ -260,6 +287,8 @@ def run_offline(cfg: DictConfig, stack) -> dict:
     max_batches = env.get("max_batches")
     if batch_size < 1:
         raise ValueError(f"env.batch_size must be >= 1, got {batch_size}")
+    if env.get("torch_threads"):  # one thread: all of a call's CPU time is the calling thread's
+        torch.set_num_threads(int(env.torch_threads))
     limit = None if max_batches is None else int(max_batches) * batch_size
     hidden, actions = load_split_rows(
         cfg.data.path,
@@ -278,6 +307,14 @@ def run_offline(cfg: DictConfig, stack) -> dict:
     device = getattr(stack, "device", None) or next(main.parameters()).device
     decoder = stack.decoder
     baseline = getattr(stack, "baseline", None) or MainOnlyDecoder(main, stack.tokenizer)
+    timed = {"decoder": decoder, DEFAULT_REFERENCE: baseline}
+    depth_ref = depth_reference(decoder_depth(decoder), main.config.num_code_layers)
+    if depth_ref is not None:  # main-only at the decoder's own depth, timed in the same rounds
+        timed[depth_ref] = MainOnlyDecoder(main, stack.tokenizer, depth=decoder_depth(decoder))
+    reference = str(env.get("speed_reference", DEFAULT_REFERENCE))
+    resamples = check_resamples(
+        env.get("bootstrap_resamples", RESAMPLES), "env.bootstrap_resamples"
+    )
     batches = [
         (
             torch.from_numpy(hidden[i : i + batch_size]).to(device),
@@ -286,15 +323,24 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         for i in range(0, len(hidden), batch_size)
     ]
     for _ in range(warmup):
-        decoder(batches[0][0])
-        baseline(batches[0][0])
+        for dec in timed.values():
+            dec(batches[0][0])
     acc = SideBySide()
-    for i, (h, truth) in enumerate(batches):
-        order = (("decoder", decoder), ("main_only", baseline))
-        results, walls = {}, {}
-        for name, dec in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
-            results[name], walls[name] = timed_call(dec, h, device=h.device)
-        acc.add(results["decoder"], results["main_only"], truth, stack.normalizer, walls)
+    timer = PairedTimer(list(timed), device=device)
+    passes: dict[str, list] = {name: [] for name in timed}
+    precision = getattr(stack, "precision", "float32")
+    for h, truth in batches:
+        results = timer.round(timed, h)
+        acc.add(results["decoder"], results[DEFAULT_REFERENCE], truth, stack.normalizer)
+        for name, result in results.items():
+            passes[name].append(call_passes(timed[name], result.stats, precision))
+    references = [DEFAULT_REFERENCE, *([depth_ref] if depth_ref else [])]
+    if reference not in references:
+        references.append(reference)  # refused by timer.speed when it was not timed
+    speed = {
+        ref: timer.speed("decoder", ref, "env.speed_reference", resamples, int(cfg.data.seed))
+        for ref in references
+    }
     summary = {
         "kind": "offline",
         "decoder": repr(decoder),
@@ -305,8 +351,16 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         "batch_size": batch_size,
         "num_layers": main.config.num_code_layers,
         "device": str(device),
-        "precision": getattr(stack, "precision", "float32"),
-        **acc.summary(),
+        "precision": precision,
+        "torch_threads": torch.get_num_threads(),
+        **acc.summary(timer),
+        "speed": speed,
+        "speed_reference": reference,
+        "speedup": speed[reference]["ratio"],
+        "speedup_ci95": speed[reference]["ci95"],
+        "speedup_clock": speed[reference]["clock_name"],
+        "cost_per_chunk": {name: mean_per_chunk(p, batch_size) for name, p in passes.items()},
+        "gpu_prediction": predicted_speed(passes, "decoder", references, batch_size, precision),
     }
     write_json_atomic(output_dir(cfg) / "summary.json", summary)
     plot_summary(summary, output_dir(cfg) / "summary.png")

@@ -516,6 +516,18 @@ class LiberoRunner:
         return summary
 
 
+def depth_baseline(stack):
+    """Greedy main-only at the decoder's truncated depth m (``main_only_m{m}``, timed beside it
+    on the same hidden states), or None for a full-depth decoder or without a baseline."""
+    from rsdvla.decoding import MainOnlyDecoder
+    from rsdvla.decoding.timing import decoder_depth, depth_reference
+
+    depth = decoder_depth(stack.decoder)
+    if stack.baseline is None or depth_reference(depth, stack.main.config.num_code_layers) is None:
+        return None
+    return MainOnlyDecoder(stack.main, stack.tokenizer, depth=depth)
+
+
 def build_policy(cfg: DictConfig, stack, backbone):
     """The :class:`rsdvla.policy.RSDPolicy` of an evaluation: backbone + ``stack``'s decoder and baseline."""
     from rsdvla.policy import RSDPolicy
@@ -545,6 +557,7 @@ def build_policy(cfg: DictConfig, stack, backbone):
         stack.normalizer,
         chunk_size=stack.tokenizer.config.chunk_size,
         baseline=stack.baseline,
+        depth_baseline=depth_baseline(stack),
         invert_gripper=bool(cfg.env.get("invert_gripper", False)),
         device=stack.device,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsdvla.decoding.timing import DEFAULT_REFERENCE, RESAMPLES, format_speed, paired_speed
 from rsdvla.evaluation.libero.episodes import error_keys, unique_records
 
 STAGE_ORDER = (
@@ -104,11 +105,85 @@ def acceptance_block(records: Iterable[dict]) -> dict:
     }
 
 
-def speedup(latency: dict[str, dict]) -> float | None:
-    """Decoder speedup vs main-only, same inputs: median baseline decode time / median decode time."""
-    if "baseline_decode" not in latency or "decode" not in latency or latency["decode"]["p50"] <= 0:
+def reference_name(stage: str) -> str | None:
+    """The reference a latency stage times: ``baseline_decode`` -> ``main_only``,
+    ``baseline_decode_m3`` -> ``main_only_m3``; None for other stages."""
+    if stage == "baseline_decode":
+        return "main_only"
+    if stage.startswith("baseline_decode_m") and stage[len("baseline_decode_m") :].isdigit():
+        return "main_only" + stage[len("baseline_decode") :]
+    return None
+
+
+def paired_chunks(records: Iterable[dict], stages: Sequence[str]) -> dict[str, list[float]] | None:
+    """Seconds per chunk of every stage of ``stages``, over the chunks that timed them all (each
+    record's per-chunk lists are aligned); None when no chunk did."""
+    out: dict[str, list[float]] = {stage: [] for stage in stages}
+    for record in records:
+        latency = record.get("latency_ms") or {}
+        if all(stage in latency for stage in stages):
+            for stage in stages:
+                out[stage].extend(float(v) / 1e3 for v in latency[stage])
+    return out if out[stages[0]] else None
+
+
+def _clocks(wall: dict, cpu: dict | None, stage: str, plus_backbone: bool) -> dict:
+    """``{"wall": [s], "cpu": [s]}`` of ``stage`` per chunk (plus the backbone's, for a policy step)."""
+    out = {}
+    for clock, times, suffix in (("wall", wall, ""), ("cpu", cpu, "_cpu")):
+        if times is not None:
+            values = times[stage + suffix]
+            if plus_backbone:
+                values = [v + b for v, b in zip(values, times["backbone" + suffix], strict=True)]
+            out[clock] = values
+    return out
+
+
+def reference_stage(reference: str) -> str:
+    """The latency stage of a reference: ``main_only`` -> ``baseline_decode``,
+    ``main_only_m3`` -> ``baseline_decode_m3`` (the inverse of :func:`reference_name`)."""
+    return "baseline_decode" + reference[len("main_only") :]
+
+
+def reference_samples(records: Sequence[dict], stage: str, plus_backbone: bool = False):
+    """``(reference, decoder, clock)`` seconds per paired chunk (``{"wall": [...], "cpu": [...]}``;
+    ``cpu`` only when every chunk has it) of the reference timed as ``stage``, or None when no
+    chunk timed it (or, with ``plus_backbone``, none timed the backbone: a policy step)."""
+    with_backbone = paired_chunks(records, ["decode", stage, "backbone"])
+    wall = with_backbone or (None if plus_backbone else paired_chunks(records, ["decode", stage]))
+    if wall is None:
         return None
-    return latency["baseline_decode"]["p50"] / latency["decode"]["p50"]
+    suffixed = ["decode_cpu", f"{stage}_cpu", *(["backbone_cpu"] if with_backbone else [])]
+    cpu = paired_chunks(records, suffixed)
+    if cpu is None or len(cpu["decode_cpu"]) != len(wall["decode"]):
+        cpu = None  # not every chunk has CPU times (a GPU run, or older records): wall
+    clock = "wall" if cpu is None else "cpu"
+    return (
+        _clocks(wall, cpu, stage, plus_backbone),
+        _clocks(wall, cpu, "decode", plus_backbone),
+        clock,
+    )
+
+
+def speed_block(records: Sequence[dict], resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """``speed`` (decoder call vs every reference the policy timed on the same hidden states) and
+    ``end_to_end`` (policy step: backbone + decode vs backbone + the reference's decode), each
+    ``reference -> rsdvla.decoding.timing.paired_speed`` entry over the paired chunks; on the
+    CPU clock when the records carry ``*_cpu`` times (a CPU run), else on wall time."""
+    stages = {stage for r in records for stage in (r.get("latency_ms") or {})}
+    speed, end_to_end = {}, {}
+    for stage in sorted(stages):
+        ref = reference_name(stage)
+        if ref is None:
+            continue
+        for out, backbone in ((speed, False), (end_to_end, True)):
+            samples = reference_samples(records, stage, backbone)
+            if samples is not None:
+                reference, decoder, clock = samples
+                out[ref] = paired_speed(
+                    reference, decoder, ref, clock, resamples=resamples, seed=seed
+                )
+    return {"speed": speed, "end_to_end": end_to_end}
 
 
 def _task_entry(records: Sequence[dict]) -> dict:
@@ -124,7 +199,8 @@ def _task_entry(records: Sequence[dict]) -> dict:
 def summarize(records: Iterable[dict]) -> dict:
     """Episode records (duplicates counted once) -> the summary dict written to ``summary.json``.
 
-    Top level: ``success_rate``, ``success_ci95``, ``episodes``, ``speedup``, ``latency_p50_ms`` /
+    Top level: ``success_rate``, ``success_ci95``, ``episodes``, ``speedup`` (with ``speedup_ci95``
+    and ``speedup_clock``; ``speed`` and ``end_to_end`` per reference, :func:`speed_block`), ``latency_p50_ms`` /
     ``latency_p95_ms`` (decoder), ``main_only_latency_p50_ms``, ``num_chunks``,
     ``mean_accepted_layers``, ``acceptance_per_layer``, ``latency_ms`` (every stage), ``errors``
     (episodes whose only record is an error record: never counted as failures); then ``suites``
@@ -139,6 +215,8 @@ def summarize(records: Iterable[dict]) -> dict:
         by_task[(record["suite"], int(record["task_id"]))].append(record)
         by_suite[record["suite"]].append(record)
     latency = latency_block(records)
+    speed = speed_block(records)
+    main = speed["speed"].get(DEFAULT_REFERENCE)
 
     def stat(stage: str, key: str = "p50") -> float | None:
         return latency[stage][key] if stage in latency else None
@@ -146,7 +224,10 @@ def summarize(records: Iterable[dict]) -> dict:
     return {
         **success_block(records),
         "errors": errors,  # episodes that could not be run (simulator crash): not in `episodes`
-        "speedup": speedup(latency),
+        "speedup": main["ratio"] if main else None,  # decoder vs full main-only, paired chunks
+        "speedup_ci95": main["ci95"] if main else None,
+        "speedup_clock": main["clock_name"] if main else None,
+        **speed,
         "latency_p50_ms": stat("decode"),  # decoder only, as the offline evaluation reports it
         "latency_p95_ms": stat("decode", "p95"),
         "main_only_latency_p50_ms": stat("baseline_decode"),
@@ -246,10 +327,11 @@ def render_summary(summary: dict, console=None) -> None:
     console.print(latency)
     accepted = summary.get("mean_accepted_layers")
     per_layer = summary.get("acceptance_per_layer") or []
-    speed = summary.get("speedup")
     console.print(
         f"episodes {summary['episodes']}  success {_pct(summary['success_rate'])}  "
         f"mean accepted layers {'-' if accepted is None else f'{accepted:.2f}'}  "
-        f"acceptance per layer [{', '.join(f'{a:.2f}' for a in per_layer)}]  "
-        f"decoder speedup vs main-only {'-' if speed is None else f'{speed:.2f}x'}"
+        f"acceptance per layer [{', '.join(f'{a:.2f}' for a in per_layer)}]"
     )
+    for ref, entry in (summary.get("speed") or {}).items():
+        step = (summary.get("end_to_end") or {}).get(ref)
+        console.print(f"decoder speed {format_speed(entry)}; policy step {format_speed(step)}")

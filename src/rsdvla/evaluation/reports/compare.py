@@ -11,7 +11,10 @@ convention) or that share no episode are refused in one line naming the field.
 
 For every run against the first (the reference, e.g. main-only), overall and per task: the
 paired counts, the success difference with a 95% paired interval and McNemar's exact p (see
-``rsdvla.evaluation.reports.paired``). Writes ``compare.md``, ``compare.json`` and ``compare.png``
+``rsdvla.evaluation.reports.paired``); beside it, when both runs timed the same reference
+(main-only on their own hidden states, ``rsdvla.decoding.timing``), the speed of the run's
+decoder relative to the reference run's with a 95% bootstrap interval (runs that timed
+different references are refused, naming both). Writes ``compare.md``, ``compare.json`` and ``compare.png``
 (per-task paired differences) into ``--out`` (default: ``outputs/compare/<A>_vs_<B>...``,
 outside the run folders, which merge and sweep search recursively), and
 ``diagnostics_<run>.png`` per run whose records carry diagnostics. ``--videos`` reruns the
@@ -29,13 +32,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rsdvla.decoding.timing import format_speed, relative_speed
 from rsdvla.evaluation.libero.episodes import (
     describe_differences,
     read_episode_file,
     record_key,
     unique_records,
 )
-from rsdvla.evaluation.reports.aggregate import write_json_atomic
+from rsdvla.evaluation.reports.aggregate import (
+    reference_samples,
+    reference_stage,
+    speed_block,
+    write_json_atomic,
+)
 from rsdvla.evaluation.reports.merge import common_identity, find_episode_files
 from rsdvla.evaluation.reports.paired import (
     CI_METHOD,
@@ -167,10 +176,19 @@ def compare_runs(ref: Run, run: Run) -> dict:
             [bool(a["success"]) for a, _ in ps], [bool(b["success"]) for _, b in ps]
         )
 
+    try:
+        speed, refusal = (
+            speed_comparison([a for a, _ in pairs], [b for _, b in pairs], ref, run),
+            None,
+        )
+    except ValueError as err:
+        speed, refusal = None, str(err)
     return {
         "reference": ref.label,
         "run": run.label,
         "paired": stats(pairs),
+        "speed": speed,
+        "speed_refused": refusal,
         "unpaired_only_reference": only_ref_file,
         "unpaired_only_run": only_run_file,
         "tasks": [
@@ -192,6 +210,37 @@ def compare_runs(ref: Run, run: Run) -> dict:
             if bool(a["success"]) != bool(b["success"])
         ],
     }
+
+
+def speed_comparison(ref_records: list[dict], run_records: list[dict], ref: Run, run: Run) -> dict:
+    """Speed of ``run``'s decoder relative to ``ref``'s on the paired episodes, per reference both
+    runs timed (each run timed it on its own hidden states, call by call): ``reference ->
+    {ratio, ci95, clock_name, run_speed, reference_run_speed}`` (``rsdvla.decoding.timing``);
+    empty when neither run timed a reference. Runs that timed different references are refused."""
+    a, b = speed_block(ref_records)["speed"], speed_block(run_records)["speed"]
+    if not a or not b:
+        return {}
+    shared = [name for name in a if name in b]
+    if not shared:
+        raise ValueError(
+            f"speed not compared: {ref.path} timed its decoder against {', '.join(a)} but {run.path} "
+            f"against {', '.join(b)}; compare speed only between runs that timed the same reference "
+            "(rerun one with the other's baseline)"
+        )
+    out = {}
+    for name in shared:
+        ref_t, ref_dec, clock_a = reference_samples(ref_records, reference_stage(name))
+        run_t, run_dec, clock_b = reference_samples(run_records, reference_stage(name))
+        clock = "cpu" if clock_a == clock_b == "cpu" else "wall"
+        ratio, ci = relative_speed(ref_t[clock], ref_dec[clock], run_t[clock], run_dec[clock])
+        out[name] = {
+            "ratio": ratio,
+            "ci95": ci,
+            "clock_name": b[name]["clock_name"] if clock == "cpu" else "wall",
+            "run_speed": b[name],
+            "reference_run_speed": a[name],
+        }
+    return out
 
 
 def paired_against(
@@ -231,7 +280,28 @@ def markdown(result: dict) -> str:
                 f"{e['only_run']} | {e['neither']} | {100 * e['success_ref']:.0f}% | "
                 f"{100 * e['success_run']:.0f}% | {delta} | {p} |"
             )
+    lines += ["", *speed_lines(result)]
     return "\n".join(lines) + "\n"
+
+
+def speed_lines(result: dict) -> list[str]:
+    """One line per compared run: its decoder's speed relative to the reference run's, beside the
+    paired success difference (or why speed was not compared)."""
+    lines = []
+    for comp in result["comparisons"]:
+        delta, _ = format_paired(comp["paired"])
+        if comp.get("speed_refused"):
+            lines.append(f"- `{comp['run']}`: {comp['speed_refused']}")
+            continue
+        for name, e in (comp.get("speed") or {}).items():
+            low, high = e["ci95"]
+            lines.append(
+                f"- `{comp['run']}` vs `{comp['reference']}`: decoder speed {e['ratio']:.2f}x "
+                f"[{low:.2f}, {high:.2f}] ({e['clock_name']}; each run timed against {name} on its "
+                f"own hidden states: {format_speed(e['run_speed'])} and "
+                f"{format_speed(e['reference_run_speed'])}), Δ success {delta}"
+            )
+    return lines
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rsdvla.decoding.timing import format_columns, speed_columns
 from rsdvla.evaluation.reports.paired import format_paired
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def collect_rows(work: Path, decoders: list[str]) -> list[dict]:
                 "success_rate": libero.get("success_rate"),
                 "success_ci95": libero.get("success_ci95"),
                 "episodes": libero.get("episodes"),
-                "libero_speedup": libero.get("speedup"),
-                "offline_speedup": offline.get("speedup"),
+                **speed_columns("libero_speedup", (libero.get("speed") or {}).get(REFERENCE)),
+                **speed_columns("offline_speedup", (offline.get("speed") or {}).get(REFERENCE)),
                 "mean_accepted_layers": source.get("mean_accepted_layers"),
                 "acceptance_per_layer": source.get("acceptance_per_layer"),
                 "action_mse": offline.get("action_mse"),
@@ -78,8 +79,8 @@ def render(rows: list[dict], timings: dict[str, float]) -> Table:
         "decoder",
         "success [95% CI]",
         "episodes",
-        "speedup (LIBERO)",
-        "speedup (offline)",
+        "speedup vs main_only [95% CI] (LIBERO)",
+        "speedup vs main_only [95% CI] (offline)",
         "accepted layers",
         "acceptance per drafted layer (LIBERO)",
         "action MSE (norm.)",
@@ -104,8 +105,8 @@ def render(rows: list[dict], timings: dict[str, float]) -> Table:
             r["decoder"],
             success,
             _fmt(r["episodes"], "d"),
-            _fmt(r["libero_speedup"], ".2f") + "x",
-            _fmt(r["offline_speedup"], ".2f") + "x",
+            format_columns(r, "libero_speedup"),
+            format_columns(r, "offline_speedup"),
             _fmt(r["mean_accepted_layers"], ".2f"),
             per_layer,
             _fmt(r["action_mse"], ".4f"),

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
+from rsdvla.decoding.timing import DEFAULT_REFERENCE, speed_columns
 from rsdvla.evaluation.reports.plots import save_figure
 
 METRICS = (
-    "speedup",
+    "speedup",  # with speedup_ci_low / _ci_high / _reference / _clock (speed_columns)
     "action_mse",
     "main_only_action_mse",
     "action_mse_vs_main_only",
@@ -71,6 +72,9 @@ def collect(multirun_dir: Path) -> list[dict]:
         row = {"job": str(job_dir.relative_to(multirun_dir)) or "."}
         row.update(read_overrides(job_dir))
         row.update({m: scalar(summary.get(m)) for m in METRICS if m in summary})
+        speed = (summary.get("speed") or {}).get(summary.get("speed_reference", DEFAULT_REFERENCE))
+        if speed:  # the speedup's interval, reference and clock (rsdvla.decoding.timing)
+            row.update(speed_columns("speedup", speed))
         rows.append(row)
     return rows
 
@@ -128,7 +132,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def setting_labels(rows: list[dict]) -> list[str]:
     """Label each row by the overrides that differ across jobs (all overrides if none differ)."""
-    skip = ("job", *METRICS, *PAIRED_COLUMNS)
+    skip = ("job", *METRICS, *PAIRED_COLUMNS, *speed_columns("speedup", None))
     keys = [k for k in rows[0] if k not in skip]
     keys += [k for row in rows for k in row if k not in keys and k not in skip]
     varying = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys

@@ -1,0 +1,167 @@
+"""Does the offline speed survive machine load? The same paired timing twice: idle, then with a busy process.
+
+    python benchmarks/bench_timing_load.py                       # CPU-sized main (d 128, 2 layers)
+    python benchmarks/bench_timing_load.py --rounds 400 --busy 2 --docs docs/benchmarks.md
+
+Decoders of the offline frontier's kinds (main-only at full depth and at m=3, RSD with the
+context draft and ``agreement_corrected`` at threshold 0 at full depth and at m=3, draft-only),
+random weights of the quickstart's CPU sizes, random hidden states at batch 1, one torch thread.
+Each run times every decoder in interleaved rounds (``rsdvla.decoding.timing``: rotating order,
+thread CPU time and wall per call) and reads each against ``main_only`` and, at depth 3, against
+``main_only_m3``, with 95% bootstrap intervals. The second run starts ``--busy`` processes that
+spin on the CPU for its whole duration. The runs agree for a setting when their intervals on
+the CPU clock overlap; the wall-clock ratios are printed beside (they are expected to move).
+Beside them: passes per chunk and the roofline prediction on an H100 (float32, batch 1) of the
+same calls (``rsdvla.decoding.cost``, ``rsdvla.decoding.roofline``). Exits 1 when some setting
+disagrees. With ``--docs`` the table replaces the ``## Speed under
+load`` section of that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rsdvla.decoding import (
+    CorrectedAgreementAcceptance,
+    DraftOnlyDecoder,
+    MainOnlyDecoder,
+    SpeculativeDecoder,
+)
+from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.roofline import predicted_speed
+from rsdvla.decoding.timing import PairedTimer
+from rsdvla.evaluation.reports.aggregate import write_markdown_section
+from rsdvla.models import ContextDraft, MainModel
+from rsdvla.tokenizer import RFSQTokenizer
+
+SECTION = "## Speed under load"
+REFERENCES = {  # setting -> the references it reads against
+    "main_only_m3": ["main_only"],
+    "rsd_ctx_corr0": ["main_only"],
+    "rsd_ctx_corr0_m3": ["main_only", "main_only_m3"],
+    "draft_only_ctx": ["main_only", "main_only_m3"],
+}
+
+
+def build_decoders(hidden_dim: int) -> dict:
+    """The timed decoders on one random CPU-sized stack (seeded)."""
+    torch.manual_seed(0)
+    main = MainModel(hidden_dim=hidden_dim, d_model=128, n_layers=2, n_heads=4).eval()
+    tokenizer = RFSQTokenizer().eval()
+    draft = ContextDraft(context_dim=128, num_draft_layers=3).eval()
+    accept_all = CorrectedAgreementAcceptance(0.0)
+    return {
+        "main_only": MainOnlyDecoder(main, tokenizer),
+        "main_only_m3": MainOnlyDecoder(main, tokenizer, depth=3),
+        "rsd_ctx_corr0": SpeculativeDecoder(main, draft, tokenizer, accept_all),
+        "rsd_ctx_corr0_m3": SpeculativeDecoder(main, draft, tokenizer, accept_all, depth=3),
+        "draft_only_ctx": DraftOnlyDecoder(main, draft, tokenizer),
+    }
+
+
+def spin(stop) -> None:
+    """A busy process: burns one core until ``stop`` is set."""
+    x = 0
+    while not stop.is_set():
+        for _ in range(100_000):
+            x += 1
+
+
+def timed_run(decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resamples: int):
+    """``(setting -> reference -> speed entry, name -> per-call passes)`` of one run (every decoder
+    on rows of ``h`` in turn, batch 1)."""
+    for decoder in decoders.values():
+        for _ in range(warmup):
+            decoder(h[:1])
+    timer = PairedTimer(list(decoders))
+    calls = dict(decoders)
+    passes = {name: [] for name in decoders}
+    for i in range(rounds):
+        results = timer.round(calls, h[i % len(h) : i % len(h) + 1])
+        for name, result in results.items():
+            passes[name].append(call_passes(decoders[name], result.stats))
+    speed = {
+        name: {ref: timer.speed(name, ref, "--reference", resamples) for ref in refs}
+        for name, refs in REFERENCES.items()
+    }
+    return speed, passes
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def main(argv=None) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--busy", type=int, default=1, help="busy processes during the second run")
+    parser.add_argument("--hidden-dim", type=int, default=512)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--docs", type=Path, help="markdown file whose '## Speed under load' is replaced"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # all of a call's work in the calling thread: thread CPU time holds it
+    decoders = build_decoders(args.hidden_dim)
+    h = torch.randn(64, args.hidden_dim, generator=torch.Generator().manual_seed(1))
+    idle, passes = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+    stop = mp.get_context("spawn").Event()
+    busy = [mp.get_context("spawn").Process(target=spin, args=(stop,)) for _ in range(args.busy)]
+    for p in busy:
+        p.start()
+    try:
+        loaded, _ = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+    finally:
+        stop.set()
+        for p in busy:
+            p.join()
+    lines = [
+        "| setting | reference | idle: CPU-time speedup [95% CI] | loaded: CPU-time speedup [95% CI] "
+        "| intervals overlap | idle: wall speedup | loaded: wall speedup | passes per chunk "
+        "| predicted H100 speedup (roofline, not measured) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    agree = True
+    for name, refs in REFERENCES.items():
+        for ref in refs:
+            a, b = idle[name][ref], loaded[name][ref]
+            same = overlap(a["ci95"], b["ci95"])
+            agree &= same
+            predicted = predicted_speed(passes, name, [ref], 1, "float32")["H100"]["speedup"][ref]
+            lines.append(
+                f"| {name} | {ref} | {a['ratio']:.2f}x [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] "
+                f"| {b['ratio']:.2f}x [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}] | {'yes' if same else 'NO'} "
+                f"| {a['wall_ratio']:.2f}x | {b['wall_ratio']:.2f}x "
+                f"| {mean_per_chunk(passes[name], 1)['passes']:.1f} | {predicted:.2f}x |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    command = "python benchmarks/bench_timing_load.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    cpu = platform.processor() or platform.machine()
+    body = (
+        f"Measured with `{command.strip()}` on CPU ({cpu}), torch {torch.__version__}, one torch "
+        f"thread, {time.strftime('%Y-%m-%d')}: random weights of the quickstart's CPU sizes (main "
+        f"d_model 128, 2 layers; context draft k=3), batch 1, {args.rounds} interleaved rounds per "
+        f"run; the loaded run beside {args.busy} busy process(es). Clock: the calling thread's CPU "
+        "time (`rsdvla.decoding.timing`); wall ratios beside for contrast. "
+        f"{'Every setting agrees' if agree else 'NOT every setting agrees'} within the intervals.\n\n"
+        + table
+    )
+    if args.docs:
+        write_markdown_section(args.docs, SECTION, body, title="# Benchmarks")
+        print(f"wrote the '{SECTION}' section of {args.docs}")
+    return agree
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,265 @@
+"""Paired timing of decoders: the one place every speedup the project prints comes from.
+
+Decoders are timed interleaved on the same inputs in one process: call ``i`` of a round runs
+every decoder once, in an order rotated by one each round (:func:`rotated`), so drift in machine
+state (caches, clocks, load) falls on all of them alike. Each call records two clocks:
+
+- ``cpu``: CPU seconds of the calling thread (``time.thread_time``) with one torch thread, else of
+  the whole process (``time.process_time``, which also counts torch's worker threads). CPU time
+  leaves out the time other processes hold the core, so it is the clock that survives load;
+- ``wall``: ``time.perf_counter``, with CUDA synchronised before and after the call.
+
+On a CUDA device the GPU's time is not CPU time: the speed clock there is ``wall``
+(:func:`speed_clock`). A speedup is the ratio of medians ``median(reference) / median(setting)``
+with a 95% percentile bootstrap interval resampling the paired calls (chunks, or episodes'
+chunks), seeded; the reference is named and must have been timed in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from rsdvla.decoding.stats import synchronize
+
+DEFAULT_REFERENCE = "main_only"
+"""Every speedup reads against full-depth greedy main-only unless another reference is named."""
+RESAMPLES = 1000
+MIN_RESAMPLES = 100
+
+
+def rotated(names: Sequence[str], index: int) -> list[str]:
+    """``names`` rotated left by ``index`` (mod their count): the call order of round ``index``."""
+    names = list(names)
+    shift = index % len(names) if names else 0
+    return names[shift:] + names[:shift]
+
+
+def cpu_clock_name() -> str:
+    """``thread CPU`` with one torch thread (all work in the calling thread), else ``process CPU``."""
+    return "thread CPU" if torch.get_num_threads() == 1 else "process CPU"
+
+
+def _cpu_now() -> float:
+    return time.thread_time() if torch.get_num_threads() == 1 else time.process_time()
+
+
+def speed_clock(device: torch.device | str | None) -> str:
+    """The clock speedups are read on: ``wall`` on a CUDA device (GPU time is not CPU time), else ``cpu``."""
+    return "wall" if device is not None and torch.device(device).type == "cuda" else "cpu"
+
+
+def timed_cpu_wall(fn: Callable, *args, device=None):
+    """``(fn(*args), cpu seconds, wall seconds)``; CUDA synchronised before and after the call."""
+    synchronize(device)
+    cpu, wall = _cpu_now(), time.perf_counter()
+    out = fn(*args)
+    synchronize(device)
+    return out, _cpu_now() - cpu, time.perf_counter() - wall
+
+
+class PairedTimer:
+    """Per-call CPU and wall seconds of named decoders timed interleaved on the same inputs.
+
+    ``timer.round({name: fn}, *args)`` calls every ``fn(*args)`` once in the rotated order of this
+    round and returns ``{name: result}``; ``timer.add(name, cpu, wall)`` records a call timed
+    elsewhere (the policy's). ``cpu[name]`` / ``wall[name]``: lists of seconds, index = round.
+    """
+
+    def __init__(self, names: Sequence[str], device: torch.device | str | None = None):
+        self.names = list(names)
+        self.device = device
+        self.cpu: dict[str, list[float]] = {n: [] for n in self.names}
+        self.wall: dict[str, list[float]] = {n: [] for n in self.names}
+        self.rounds = 0
+        self.cpu_clock = cpu_clock_name()
+
+    def round(self, calls: dict[str, Callable], *args) -> dict:
+        if set(calls) != set(self.names):
+            raise ValueError(
+                f"PairedTimer.round: got decoders {sorted(calls)}, timed are {self.names}"
+            )
+        results = {}
+        for name in rotated(self.names, self.rounds):
+            results[name], cpu, wall = timed_cpu_wall(calls[name], *args, device=self.device)
+            self.add(name, cpu, wall)
+        self.rounds += 1
+        return results
+
+    def add(self, name: str, cpu: float, wall: float) -> None:
+        self.cpu[name].append(float(cpu))
+        self.wall[name].append(float(wall))
+
+    def speed(
+        self,
+        setting: str,
+        reference: str = DEFAULT_REFERENCE,
+        field: str = "speed reference",
+        resamples: int = RESAMPLES,
+        seed: int = 0,
+    ) -> dict:
+        """``setting`` against ``reference``, both timed here: see :func:`paired_speed`."""
+        check_reference(reference, self.names, field)
+        return paired_speed(
+            {"cpu": self.cpu[reference], "wall": self.wall[reference]},
+            {"cpu": self.cpu[setting], "wall": self.wall[setting]},
+            reference,
+            clock=speed_clock(self.device),
+            cpu_clock=self.cpu_clock,
+            resamples=resamples,
+            seed=seed,
+        )
+
+
+def check_reference(reference: str, timed: Sequence[str], field: str) -> None:
+    """One line naming ``field`` and the fix when ``reference`` was not timed in the run."""
+    if reference not in timed:
+        raise ValueError(
+            f"{field}={reference!r} was not timed in this run (timed: {', '.join(timed) or 'none'}); "
+            f"set {field} to one of them, or time {reference} beside the setting in the same run"
+        )
+
+
+def check_resamples(resamples: int, field: str = "resamples") -> int:
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < MIN_RESAMPLES:
+        raise ValueError(
+            f"{field}={resamples!r}: a bootstrap interval needs >= {MIN_RESAMPLES} resamples "
+            f"(default {RESAMPLES}); raise {field}"
+        )
+    return resamples
+
+
+def ratio_of_medians(reference: Sequence[float], setting: Sequence[float]) -> float:
+    """``median(reference) / median(setting)``: > 1 means the setting is faster."""
+    return float(np.median(reference) / np.median(setting))
+
+
+def bootstrap_ratio_interval(
+    reference: Sequence[float],
+    setting: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float]:
+    """Percentile bootstrap interval ``[low, high]`` of :func:`ratio_of_medians` over paired calls.
+
+    ``reference[i]`` and ``setting[i]`` are the same call ``i`` (the same input): each resample
+    draws call indices with replacement (``numpy.random.default_rng(seed)``) and keeps the pairs.
+    """
+    check_resamples(resamples)
+    ref, new = np.asarray(reference, float), np.asarray(setting, float)
+    if ref.shape != new.shape or ref.ndim != 1 or len(ref) == 0:
+        raise ValueError(
+            f"paired timings need the same number of calls, got {ref.shape} and {new.shape}"
+        )
+    index = np.random.default_rng(seed).integers(0, len(ref), size=(resamples, len(ref)))
+    ratios = np.median(ref[index], axis=1) / np.median(new[index], axis=1)
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))]
+
+
+def paired_speed(
+    reference: dict[str, Sequence[float]],
+    setting: dict[str, Sequence[float]],
+    reference_name: str,
+    clock: str = "cpu",
+    cpu_clock: str = "thread CPU",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """The speed entry of one setting against one reference (``{"cpu": [s], "wall": [s]}`` each,
+    ``cpu`` optional: without it the entry reads ``wall``).
+
+    Returns ``reference``, ``clock`` (``cpu`` or ``wall``: the clock of ``ratio``), ``clock_name``
+    (``thread CPU``, ``process CPU`` or ``wall``), ``ratio`` and ``ci95`` on that clock,
+    ``wall_ratio`` / ``wall_ci95`` and ``cpu_ratio`` / ``cpu_ci95`` beside, ``median_ms`` and
+    ``reference_median_ms`` per clock, ``calls`` and ``resamples``.
+    """
+    clocks = [
+        c for c in ("cpu", "wall") if reference.get(c) is not None and setting.get(c) is not None
+    ]
+    if clock not in clocks:
+        clock = "wall"
+    entry: dict = {"reference": reference_name, "clock": clock}
+    entry["clock_name"] = cpu_clock if clock == "cpu" else "wall"
+    for name in clocks:
+        ref, new = reference[name], setting[name]
+        entry[f"{name}_ratio"] = ratio_of_medians(ref, new)
+        entry[f"{name}_ci95"] = bootstrap_ratio_interval(ref, new, resamples, seed)
+    entry["ratio"], entry["ci95"] = entry[f"{clock}_ratio"], entry[f"{clock}_ci95"]
+    entry["median_ms"] = {n: 1e3 * float(np.median(setting[n])) for n in clocks}
+    entry["reference_median_ms"] = {n: 1e3 * float(np.median(reference[n])) for n in clocks}
+    entry["calls"] = len(reference["wall"])
+    entry["resamples"] = resamples
+    return entry
+
+
+def format_speed(entry: dict | None) -> str:
+    """``1.23x [1.10, 1.35] vs main_only (thread CPU)``, or ``-``."""
+    if not entry:
+        return "-"
+    low, high = entry["ci95"]
+    return f"{entry['ratio']:.2f}x [{low:.2f}, {high:.2f}] vs {entry['reference']} ({entry['clock_name']})"
+
+
+def depth_reference(depth: int | None, num_layers: int) -> str | None:
+    """``main_only_m{depth}`` for a truncated depth (``depth < num_layers``), else None."""
+    return None if depth is None or depth >= num_layers else f"main_only_m{depth}"
+
+
+def decoder_depth(decoder) -> int | None:
+    """The layer cap of a decoder (``decoder.depth``): main-only ``depth``, RSD ``num_layers``,
+    adaptive ``max_depth``, draft-only ``k``; None when it does not say."""
+    for attribute in ("depth", "max_depth", "num_layers", "k"):
+        value = getattr(decoder, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def speed_columns(prefix: str, entry: dict | None) -> dict:
+    """Flat table columns of a speed entry: ``prefix``, ``prefix_ci_low``, ``prefix_ci_high``,
+    ``prefix_reference`` and ``prefix_clock`` (None when ``entry`` is None)."""
+    entry = entry or {}
+    low, high = entry.get("ci95") or (None, None)
+    return {
+        prefix: entry.get("ratio"),
+        f"{prefix}_ci_low": low,
+        f"{prefix}_ci_high": high,
+        f"{prefix}_reference": entry.get("reference"),
+        f"{prefix}_clock": entry.get("clock_name"),
+    }
+
+
+def format_columns(row: dict, prefix: str) -> str:
+    """``1.23x [1.10, 1.35]`` of :func:`speed_columns`' columns in ``row``, or ``-``."""
+    value = row.get(prefix)
+    if value is None:
+        return "-"
+    return f"{value:.2f}x [{row[f'{prefix}_ci_low']:.2f}, {row[f'{prefix}_ci_high']:.2f}]"
+
+
+def relative_speed(
+    ref_a: Sequence[float],
+    a: Sequence[float],
+    ref_b: Sequence[float],
+    b: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, list[float]]:
+    """How much faster run B's decoder is than run A's, each timed against the same reference
+    in its own run: ``(R_b / B) / (R_a / A)`` of medians (``ref_a[i], a[i]`` paired calls of run
+    A, likewise B), with a 95% percentile interval resampling each run's calls independently."""
+    check_resamples(resamples)
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(x, float) for x in (ref_a, a, ref_b, b)]
+    ia = rng.integers(0, len(arrays[1]), size=(resamples, len(arrays[1])))
+    ib = rng.integers(0, len(arrays[3]), size=(resamples, len(arrays[3])))
+    speed_a = np.median(arrays[0][ia], 1) / np.median(arrays[1][ia], 1)
+    speed_b = np.median(arrays[2][ib], 1) / np.median(arrays[3][ib], 1)
+    point = ratio_of_medians(arrays[2], arrays[3]) / ratio_of_medians(arrays[0], arrays[1])
+    ratios = speed_b / speed_a
+    return point, [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]

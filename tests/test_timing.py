@@ -1,0 +1,122 @@
+"""Paired timing (rsdvla.decoding.timing): ratio of medians, bootstrap interval, rotation, refusals.
+
+No test here measures a clock: every figure is computed on given timings.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rsdvla.decoding.timing import (
+    PairedTimer,
+    bootstrap_ratio_interval,
+    check_reference,
+    decoder_depth,
+    depth_reference,
+    paired_speed,
+    ratio_of_medians,
+    rotated,
+)
+
+
+def test_ratio_of_medians_on_synthetic_timings():
+    reference = [4.0, 1.0, 3.0, 100.0, 2.0]  # median 3 (the outlier does not move it)
+    setting = [1.0, 2.0, 1.5, 0.5, 50.0]  # median 1.5
+    assert ratio_of_medians(reference, setting) == pytest.approx(2.0)
+
+
+def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
+    rng = np.random.default_rng(1)
+    reference = rng.gamma(5.0, 2.0, size=300)
+    setting = reference / 1.6 * rng.lognormal(0.0, 0.2, size=300)  # paired, about 1.6x faster
+    ours = bootstrap_ratio_interval(reference, setting, resamples=4000, seed=0)
+    theirs = stats.bootstrap(
+        (reference, setting),
+        lambda a, b, axis: np.median(a, axis=axis) / np.median(b, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=4000,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    ).confidence_interval
+    # independent resampling streams: endpoints agree to Monte Carlo error
+    assert ours[0] == pytest.approx(theirs.low, rel=0.01)
+    assert ours[1] == pytest.approx(theirs.high, rel=0.01)
+    assert ours[0] < ratio_of_medians(reference, setting) < ours[1]
+
+
+def test_bootstrap_of_identical_pairs_is_the_point_and_seeded():
+    same = [1.0, 2.0, 3.0, 4.0]
+    assert bootstrap_ratio_interval(same, [2 * x for x in same]) == [0.5, 0.5]
+    a, b = [1.0, 5.0, 2.0, 8.0, 3.0], [2.0, 1.0, 4.0, 2.0, 1.0]
+    assert bootstrap_ratio_interval(a, b, seed=3) == bootstrap_ratio_interval(a, b, seed=3)
+
+
+def test_fewer_than_100_resamples_and_unpaired_timings_are_refused():
+    with pytest.raises(ValueError, match=r"resamples=99: .* >= 100 resamples"):
+        bootstrap_ratio_interval([1.0, 2.0], [1.0, 2.0], resamples=99)
+    with pytest.raises(ValueError, match="same number of calls"):
+        bootstrap_ratio_interval([1.0, 2.0], [1.0])
+
+
+def test_rounds_rotate_the_call_order():
+    assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert rotated(["a", "b", "c"], 5) == ["c", "a", "b"]
+    order = []
+    timer = PairedTimer(["a", "b", "c"])
+    calls = {n: (lambda x, n=n: order.append(n) or x) for n in "abc"}
+    for _ in range(3):
+        assert timer.round(calls, 7) == {"a": 7, "b": 7, "c": 7}
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(timer.cpu[n]) == len(timer.wall[n]) == 3 for n in "abc")
+
+
+def test_a_reference_that_was_not_timed_is_refused_naming_the_field():
+    with pytest.raises(
+        ValueError,
+        match=r"^env.speed_reference='main_only_m3' was not timed.*set env.speed_reference",
+    ):
+        check_reference("main_only_m3", ["decoder", "main_only"], "env.speed_reference")
+    timer = PairedTimer(["decoder", "main_only"])
+    timer.add("decoder", 1.0, 1.0)
+    timer.add("main_only", 2.0, 2.0)
+    with pytest.raises(ValueError, match="'main_only_m2' was not timed"):
+        timer.speed("decoder", "main_only_m2")
+    entry = timer.speed("decoder", "main_only", resamples=100)
+    assert entry["ratio"] == 2.0 and entry["reference"] == "main_only" and entry["clock"] == "cpu"
+
+
+def test_speed_entry_keeps_both_clocks_and_reads_the_named_one():
+    reference = {"cpu": [2.0, 2.0, 2.0], "wall": [6.0, 6.0, 6.0]}
+    setting = {"cpu": [1.0, 1.0, 1.0], "wall": [2.0, 2.0, 2.0]}
+    cpu = paired_speed(reference, setting, "main_only", clock="cpu", resamples=100)
+    wall = paired_speed(reference, setting, "main_only", clock="wall", resamples=100)
+    assert cpu["ratio"] == 2.0 and cpu["wall_ratio"] == 3.0 and cpu["ci95"] == [2.0, 2.0]
+    assert wall["ratio"] == 3.0 and wall["clock_name"] == "wall"
+    assert cpu["median_ms"] == {"cpu": 1000.0, "wall": 2000.0}
+
+
+def test_depth_reference_of_truncated_decoders(tiny_stack_models):
+    from rsdvla.decoding import (
+        AdaptiveDepthDecoder,
+        AgreementAcceptance,
+        DraftOnlyDecoder,
+        MainOnlyDecoder,
+        SpeculativeDecoder,
+    )
+
+    main, draft, tokenizer = tiny_stack_models
+    layers = main.config.num_code_layers
+    cases = {
+        MainOnlyDecoder(main, tokenizer): None,
+        MainOnlyDecoder(main, tokenizer, depth=3): "main_only_m3",
+        SpeculativeDecoder(main, draft, tokenizer, AgreementAcceptance(0.0)): None,
+        SpeculativeDecoder(
+            main, draft, tokenizer, AgreementAcceptance(0.0), depth=3
+        ): "main_only_m3",
+        AdaptiveDepthDecoder(main, tokenizer, depth=4): "main_only_m4",
+        DraftOnlyDecoder(main, draft, tokenizer): f"main_only_m{draft.num_draft_layers}",
+    }
+    for decoder, expected in cases.items():
+        assert depth_reference(decoder_depth(decoder), layers) == expected, repr(decoder)
