@@ -65,4 +65,5 @@ def test_frontier_row_pairs_libero_points_with_main_only(tmp_path):
     )
     line = frontier.markdown([row]).splitlines()[-1]
     delta, p = format_paired(paired)
-    assert line.endswith(f"| {delta} | {p} |")
+    # then the columns against its own stack's main-only: none for the quickstart's RFSQ stack
+    assert line.endswith(f"| {delta} | {p} | - | - |")
