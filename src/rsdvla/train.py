@@ -15,12 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from rsdvla.checkpoints import (
     HASH_KEY,
     LINEAGE,
+    MODEL_FIELD_NAMES,
     CheckpointError,
     check_store_backbone,
     check_store_content,
     check_tokenizer_matches,
     check_trained_with,
     checkpoint_kind,
+    code_space,
     nonfinite_tensors,
     read_checkpoint,
     require_lineage,
@@ -112,12 +114,8 @@ def fill_code_space(cfg: DictConfig, tokenizer) -> None:
     if key is None:
         return
     fields = cfg.model.module[key]
-    values = {
-        "tokens_per_layer": tokenizer.tokens_per_layer,
-        "levels": tokenizer.levels,
-        "tokenizer_family": tokenizer.family,
-        "num_code_layers": tokenizer.num_layers,
-    }
+    # the tokenizer's code space under the names a model config uses (checkpoints.code_space)
+    values = {MODEL_FIELD_NAMES.get(k, k): v for k, v in code_space(tokenizer).items()}
     for name, value in values.items():
         if name in fields and fields[name] is None:
             fields[name] = value

@@ -195,7 +195,7 @@ class SpeculativeDecoder:
         timer.lap("draft")
 
         if self.tree_width > 1:
-            drafted, judged, state = self._verify_tree(h, drafted, draft_logits)
+            drafted, judged, state = self._verify_tree(h, state, drafted, draft_logits)
         else:
             main_logits, state = self.main.verify(h, drafted, state=state)
             judged = rule.judge(drafted, draft_logits, main_logits, self.tokenizer, noise)
@@ -231,16 +231,19 @@ class SpeculativeDecoder:
         )
         return self._finish(layers, stats, timer)
 
-    def _verify_tree(self, h: torch.Tensor, drafted: torch.Tensor, draft_logits: torch.Tensor):
+    def _verify_tree(
+        self, h: torch.Tensor, state, drafted: torch.Tensor, draft_logits: torch.Tensor
+    ):
         """Verify ``tree_width`` first-layer candidates per sample in one pass of ``B * n`` rows.
 
-        Returns the chosen row per sample: (drafted ``[B, k, N]``, its :class:`Judgement`, its
-        decode state with the verify pass's KV cache).
+        ``state``: the call's fresh ``main.start(h)``, whose context each sample's n rows share
+        (computed once, not per row). Returns the chosen row per sample: (drafted ``[B, k, N]``,
+        its :class:`Judgement`, its decode state with the verify pass's KV cache).
         """
         n = self.tree_width
         rows = tree_rows(drafted, top_layers(draft_logits[:, 0], n))  # [B * n, k, N]
         repeat = torch.arange(h.shape[0], device=h.device).repeat_interleave(n)
-        main_logits, state = self.main.verify(h[repeat], rows, state=self.main.start(h[repeat]))
+        main_logits, state = self.main.verify(h[repeat], rows, state=state.select(repeat))
         judged = self.acceptance.judge(
             rows, draft_logits[repeat], main_logits, self.tokenizer, None
         )

@@ -50,7 +50,7 @@ def top_layers(logits: torch.Tensor, width: int) -> torch.Tensor:
             ],
             dim=-1,
         )
-    if beams.shape[1] < width:  # N = 1 with width <= K always fills; kept for clarity
+    if beams.shape[1] < width:  # only a width above K^N (check_tree_width refuses it) falls short
         raise ValueError(f"only {beams.shape[1]} distinct layers for tree width {width}")
     return beams[:, :width]
 
