@@ -137,3 +137,32 @@ def test_amdahl_bound_of_a_decoder_behind_a_7b_backbone():
         (OFT_STEP_S["A100"] + ref_s) / (OFT_STEP_S["A100"] + set_s)
     )
     assert 1 < a100["oft_step_speedup"]["a"] < a100["oft_step_bound"]["a"] < a100["speedup"]["a"]
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_a_call_counted_at_openvla_size_costs_what_openvla_size_models_hold(context):
+    """The tiny stack's call recounted with ``at_openvla_size`` equals the count of the same
+    stats on models actually built at the default (OpenVLA-OFT) widths with the tiny code space;
+    and that count's weights are those models' parameters, read off ``nn.Module``s."""
+    from rsdvla.decoding.cost import at_openvla_size
+    from rsdvla.models import DraftModel, MainModel
+
+    main, draft, tokenizer = tiny_decoding_models()
+    if context:
+        draft = ContextDraft(context_dim=main.config.d_model, hidden=16, tokens_per_layer=32)
+    decoder = SpeculativeDecoder(main, draft, tokenizer, AgreementAcceptance(0.0))
+    torch.manual_seed(2)
+    stats = decoder(torch.randn(1, main.config.hidden_dim)).stats
+    code = dict(tokens_per_layer=32, num_draft_layers=3)
+    big_main = MainModel(tokens_per_layer=32)  # every width at its default
+    big_draft = ContextDraft(**code) if context else DraftModel(**code)
+    big = SpeculativeDecoder(big_main, big_draft, tokenizer, AgreementAcceptance(0.0))
+    resized = call_passes(decoder, stats, "bfloat16", at_openvla_size)
+    assert resized == call_passes(big, stats, "bfloat16")
+    assert (
+        big_main.config.hidden_dim == 4096 and at_openvla_size(main.config).tokens_per_layer == 32
+    )
+    # RSD's draft pass also computes main's context projection (start(h))
+    draft_params = sum(p.numel() for p in (*big_draft.parameters(), *big_main.ctx.parameters()))
+    assert resized[0].kind == "draft" and resized[0].weight_params == draft_params
+    assert resized[0].weight_bytes == 2 * resized[0].weight_params

@@ -325,12 +325,20 @@ def test_a_depth_setting_reads_against_main_only_and_its_own_depth_side_by_side(
             "decoder": {"passes": 3.0, "positions": 5.0, "gflops": 0.1, "weight_mb": 9.0}
         },
         "gpu_prediction": {"H100": {"speedup": {"main_only": 2.0, "main_only_m3": 0.8}}},
+        "gpu_prediction_openvla_size": {
+            "H100": {"speedup": {"main_only": 1.5, "main_only_m3": 0.7}},
+            "A100": {"speedup": {}, "oft_step_speedup": {"main_only": 1.01}},
+        },
     }
     row = frontier.row_for("rsd_ctx_corr0_m3", offline, None, False)
+    assert row["predicted_gpu_speedup_openvla_size"] == 1.5
+    assert row["predicted_gpu_speedup_openvla_size_vs_depth"] == 0.7
+    assert row["predicted_oft_step_speedup_a100"] == 1.01
     assert row["offline_speedup"] == 2.4 and row["offline_speedup_vs_depth"] == 0.96
     assert row["offline_speedup_vs_depth_reference"] == "main_only_m3"
     assert row["predicted_gpu_speedup_vs_depth"] == 0.8 and row["passes_per_chunk"] == 3.0
     table = frontier.markdown([row])
     assert "2.40x [2.30, 2.50]" in table and "0.96x [0.90, 1.02] vs main_only_m3" in table
     assert "predicted H100 speedup (roofline, not measured)" in table
-    assert "2.00x (0.80x vs its depth)" in table
+    assert "2.00x (0.80x vs its depth)" in table and "1.50x (0.70x vs its depth)" in table
+    assert "predicted H100 speedup at OpenVLA size (roofline, not measured)" in table

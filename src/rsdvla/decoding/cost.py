@@ -20,7 +20,7 @@ tokenizer's decode (identical for settings decoding the same depth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -98,12 +98,12 @@ def tree_rows_pass(verify: PassCost, width: int) -> PassCost:
     )
 
 
-def draft_pass(draft, main_cfg, k: int, with_context: bool, bpp: int) -> PassCost:
-    """The draft's one pass for ``k`` layers: a ``ContextDraft`` on main's context (which this
-    pass computes when ``with_context``), or a projected ``DraftModel`` on ``h``."""
-    cfg = draft.config
+def draft_pass(cfg, main_cfg, k: int, with_context: bool, bpp: int) -> PassCost:
+    """The draft's one pass for ``k`` layers, from its config: a ``ContextDraftConfig`` (a head on
+    main's context, which this pass computes when ``with_context``) or a projected
+    ``DraftConfig`` (a transformer on ``h``)."""
     n, levels = cfg.tokens_per_layer, cfg.levels
-    if getattr(draft, "reads_main_context", False):
+    if reads_main_context(cfg):
         d, hidden = cfg.context_dim, cfg.hidden
         width = hidden or d
         out = cfg.num_draft_layers * n * levels  # the head computes every drafted layer it has
@@ -127,6 +127,26 @@ def draft_pass(draft, main_cfg, k: int, with_context: bool, bpp: int) -> PassCos
     return PassCost("draft", q, flops, params, kernels, bpp)
 
 
+def reads_main_context(draft_cfg) -> bool:
+    """Whether a draft config is a context draft's (it has ``context_dim``, not ``hidden_dim``)."""
+    return hasattr(draft_cfg, "context_dim")
+
+
+SIZE_FIELDS = ("hidden_dim", "d_model", "n_layers", "n_heads", "context_dim", "hidden")
+"""Config fields that set a model's width and depth; the rest (``tokens_per_layer``, ``levels``,
+``num_code_layers``, ``num_draft_layers``, ``tokenizer_family``) set its code space."""
+
+
+def at_openvla_size(cfg):
+    """``cfg`` with the widths of its class's defaults and its own code space: the models of the
+    same tokenizer sized for OpenVLA-OFT (``MainConfig()``: H = 4096, a 512-wide 6-layer main;
+    ``DraftConfig()``: a 4096 -> 512 one-layer draft; ``ContextDraftConfig()`` on main's 512-d
+    context). A CPU-sized stack's measured acceptance, counted at these shapes, is what the same
+    acceptance would cost at OpenVLA size (an assumption: acceptance carried over, not measured)."""
+    defaults = type(cfg)()
+    return replace(cfg, **{f: getattr(defaults, f) for f in SIZE_FIELDS if hasattr(cfg, f)})
+
+
 def main_steps(cfg, first: int, last: int, bpp: int) -> list[PassCost]:
     """Single-position steps predicting layers ``first .. last - 1`` (step 0 computes ``ctx``)."""
     return [main_pass(cfg, j, 1, "step", j == 0, bpp) for j in range(first, last)]
@@ -140,29 +160,33 @@ def _speculated(stats) -> tuple[bool, bool]:
     return bool(flag), not bool(flag)
 
 
-def call_passes(decoder, stats, precision: str = "float32") -> list[PassCost]:
+def call_passes(decoder, stats, precision: str = "float32", resize=None) -> list[PassCost]:
     """The sequential passes one call of ``decoder`` made, from its ``stats`` (in call order).
 
     main-only: ``depth`` steps; adaptive depth: ``stats.num_main_steps`` steps; draft-only: one
     draft pass; RSD: draft, verify over ``k + 1`` positions, then ``stats.num_main_steps`` steps
     up to its depth (a call whose rows did not draft, ``skip_below``, runs the main-only steps;
-    a batch split between both runs both, one after the other).
+    a batch split between both runs both, one after the other). ``resize`` (e.g.
+    :func:`at_openvla_size`) maps each model config before counting: the same call's passes at
+    other model shapes.
     """
     bpp = check_precision(precision)
+    resize = resize or (lambda cfg: cfg)
+    cfg = resize(decoder.main.config)
     if isinstance(decoder, MainOnlyDecoder):
-        return main_steps(decoder.main.config, 0, decoder.depth, bpp)
+        return main_steps(cfg, 0, decoder.depth, bpp)
     if isinstance(decoder, AdaptiveDepthDecoder):
-        return main_steps(decoder.main.config, 0, int(stats.num_main_steps), bpp)
+        return main_steps(cfg, 0, int(stats.num_main_steps), bpp)
     if isinstance(decoder, DraftOnlyDecoder):
-        with_context = getattr(decoder.draft, "reads_main_context", False)
-        return [draft_pass(decoder.draft, decoder.main.config, decoder.k, with_context, bpp)]
+        draft_cfg = resize(decoder.draft.config)
+        return [draft_pass(draft_cfg, cfg, decoder.k, reads_main_context(draft_cfg), bpp)]
     if isinstance(decoder, SpeculativeDecoder):
-        cfg, depth = decoder.main.config, decoder.num_layers
+        depth = decoder.num_layers
         drafted, fallback = _speculated(stats)
         passes: list[PassCost] = []
         if drafted:
             steps = int(stats.num_main_steps)
-            passes.append(draft_pass(decoder.draft, cfg, decoder.k, True, bpp))
+            passes.append(draft_pass(resize(decoder.draft.config), cfg, decoder.k, True, bpp))
             verify = main_pass(cfg, 0, decoder.k + 1, "verify", False, bpp)
             passes.append(tree_rows_pass(verify, getattr(decoder, "tree_width", 1)))
             passes += main_steps(cfg, depth - steps, depth, bpp)

@@ -512,8 +512,10 @@ def row_for(
     depth_ref = next((ref for ref in speed if ref != REFERENCE), None)
     cost = (offline.get("cost_per_chunk") or {}).get("decoder") or {}
     predicted = ((offline.get("gpu_prediction") or {}).get(PREDICTED_ON) or {}).get("speedup") or {}
+    at_size = offline.get("gpu_prediction_openvla_size") or {}  # the same calls, OFT-sized models
+    predicted_at_size = (at_size.get(PREDICTED_ON) or {}).get("speedup") or {}
     lib_speed = (libero or {}).get("speed") or {}
-    oft = ((offline.get("gpu_prediction") or {}).get("A100") or {}).get("oft_step_speedup") or {}
+    oft = (at_size.get("A100") or {}).get("oft_step_speedup") or {}
     return {
         "name": name,
         "decoder": offline.get("decoder"),
@@ -526,6 +528,8 @@ def row_for(
         "predicted_gpu": PREDICTED_ON,
         "predicted_gpu_speedup": predicted.get(REFERENCE),
         "predicted_gpu_speedup_vs_depth": predicted.get(depth_ref),
+        "predicted_gpu_speedup_openvla_size": predicted_at_size.get(REFERENCE),
+        "predicted_gpu_speedup_openvla_size_vs_depth": predicted_at_size.get(depth_ref),
         "predicted_oft_step_speedup_a100": oft.get(REFERENCE),
         "action_mse": offline.get("action_mse"),
         "action_mse_vs_main_only": offline.get("action_mse_vs_main_only"),
@@ -575,11 +579,12 @@ def markdown(rows: list[dict]) -> str:
     head = (
         "| setting | offline speedup vs main_only [95% CI] | vs main_only at its depth [95% CI] "
         f"| passes / GFLOPs per chunk | predicted {PREDICTED_ON} speedup (roofline, not measured) "
+        f"| predicted {PREDICTED_ON} speedup at OpenVLA size (roofline, not measured) "
         "| action MSE | MSE vs main-only | decoded layers | accepted layers | offline frontier "
         "| LIBERO success [95% CI] | LIBERO speedup vs main_only [95% CI] "
         "| Δ success vs main-only, paired [95% CI] | McNemar p | Δ vs own main-only [95% CI] | McNemar p |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         success = (
             "-"
@@ -590,12 +595,14 @@ def markdown(rows: list[dict]) -> str:
         depth = format_columns(r, "offline_speedup_vs_depth")
         if r["offline_speedup_vs_depth_reference"]:
             depth += f" vs {r['offline_speedup_vs_depth_reference']}"
-        predicted = _fmt(r["predicted_gpu_speedup"], ".2f", "x")
-        if _finite(r["predicted_gpu_speedup_vs_depth"]):
-            predicted += f" ({r['predicted_gpu_speedup_vs_depth']:.2f}x vs its depth)"
+        predicted, at_size = (
+            _predicted(r, "predicted_gpu_speedup"),
+            _predicted(r, "predicted_gpu_speedup_openvla_size"),
+        )
         lines.append(
             f"| {r['name']} | {format_columns(r, 'offline_speedup')} | {depth} "
             f"| {_fmt(r['passes_per_chunk'], '.1f')} / {_fmt(r['gflops_per_chunk'], '.3f')} | {predicted} "
+            f"| {at_size} "
             f"| {_fmt(r['action_mse'], '.4f')} "
             f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
             f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
@@ -603,6 +610,14 @@ def markdown(rows: list[dict]) -> str:
             f"| {' | '.join(_paired(r, 'own'))} |"
         )
     return "\n".join(lines)
+
+
+def _predicted(row: dict, key: str) -> str:
+    """A predicted speedup cell: against main-only, and against main-only at its depth when timed."""
+    cell = _fmt(row[key], ".2f", "x")
+    if _finite(row[f"{key}_vs_depth"]):
+        cell += f" ({row[f'{key}_vs_depth']:.2f}x vs its depth)"
+    return cell
 
 
 def _paired(row: dict, against: str = "paired") -> tuple[str, str]:
@@ -789,8 +804,10 @@ median call on the calling thread's CPU time (load on other cores does not move 
 percentile bootstrap interval over the calls (1000 resamples, seeded); wall-clock ratios are in
 frontier.csv beside them. `passes / GFLOPs per chunk`: sequential model passes and arithmetic
 counted from the models' shapes and each call's acceptance (`rsdvla.decoding.cost`). The
-predicted column is a roofline estimate for a GPU at batch 1, not a measurement (formula in
-docs/benchmarks.md). LIBERO: libero_object, all 10 tasks, initial states from
+predicted columns are roofline estimates for a GPU at batch 1, not measurements (formula in
+docs/benchmarks.md): of the stack's own models in its precision, and of the same calls (the
+measured acceptance) counted at the OpenVLA-OFT sizes of the models in bfloat16 (H = 4096, a
+512-wide 6-layer main; `rsdvla.decoding.cost.at_openvla_size`). LIBERO: libero_object, all 10 tasks, initial states from
 `frontier.libero.first_trial` on, success with 95% Wilson intervals; speedup measured on the
 same hidden states as main-only, chunk by chunk, with its bootstrap interval over chunks.
 `offline frontier`: no other setting is at least as fast with a lower action error. Paired

@@ -12,7 +12,9 @@ full main-only and, for a decoder of truncated depth m, against ``main_only_m{m}
 same rounds (``speed``: ratio of medians on the CPU clock, its 95% bootstrap interval over the
 calls, wall time beside; ``speedup`` is the one against ``env.speed_reference``). ``cost_per_chunk``
 counts every timed decoder's passes, positions, FLOPs and weight bytes (``rsdvla.decoding.cost``)
-and ``gpu_prediction`` is the roofline estimate of the same calls (``rsdvla.decoding.roofline``).
+and ``gpu_prediction`` is the roofline estimate of the same calls (``rsdvla.decoding.roofline``);
+``gpu_prediction_openvla_size`` counts the same calls (the same acceptance) at the models'
+OpenVLA-OFT sizes in bfloat16 (``rsdvla.decoding.cost.at_openvla_size``): both are estimates.
 
 Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``, ``env.batch_size``,
 ``env.max_batches``, ``env.warmup``, ``env.shuffle``, ``env.speed_reference``,
@@ -33,7 +35,7 @@ from omegaconf import DictConfig
 from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
-from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.cost import at_openvla_size, call_passes, mean_per_chunk
 from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.stats import speculated_acceptance
 from rsdvla.decoding.timing import (
@@ -328,12 +330,18 @@ def run_offline(cfg: DictConfig, stack) -> dict:
     acc = SideBySide()
     timer = PairedTimer(list(timed), device=device)
     passes: dict[str, list] = {name: [] for name in timed}
+    passes_at_size: dict[str, list] = {
+        name: [] for name in timed
+    }  # the same calls, OFT-sized models
     precision = getattr(stack, "precision", "float32")
     for h, truth in batches:
         results = timer.round(timed, h)
         acc.add(results["decoder"], results[DEFAULT_REFERENCE], truth, stack.normalizer)
         for name, result in results.items():
             passes[name].append(call_passes(timed[name], result.stats, precision))
+            passes_at_size[name].append(
+                call_passes(timed[name], result.stats, "bfloat16", at_openvla_size)
+            )
     references = [DEFAULT_REFERENCE, *([depth_ref] if depth_ref else [])]
     if reference not in references:
         references.append(reference)  # refused by timer.speed when it was not timed
@@ -361,6 +369,9 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         "speedup_clock": speed[reference]["clock_name"],
         "cost_per_chunk": {name: mean_per_chunk(p, batch_size) for name, p in passes.items()},
         "gpu_prediction": predicted_speed(passes, "decoder", references, batch_size, precision),
+        "gpu_prediction_openvla_size": predicted_speed(
+            passes_at_size, "decoder", references, batch_size, "bfloat16"
+        ),
     }
     write_json_atomic(output_dir(cfg) / "summary.json", summary)
     plot_summary(summary, output_dir(cfg) / "summary.png")
