@@ -36,7 +36,7 @@ from rsdvla.decoding import (
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.roofline import predicted_speed
-from rsdvla.decoding.timing import PairedTimer
+from rsdvla.decoding.timing import PairedTimer, intervals_overlap
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
@@ -94,10 +94,6 @@ def timed_run(decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resampl
     return speed, passes
 
 
-def overlap(a: list[float], b: list[float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def main(argv=None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
@@ -133,7 +129,7 @@ def main(argv=None) -> bool:
     for name, refs in REFERENCES.items():
         for ref in refs:
             a, b = idle[name][ref], loaded[name][ref]
-            same = overlap(a["ci95"], b["ci95"])
+            same = intervals_overlap(a["ci95"], b["ci95"])
             agree &= same
             predicted = predicted_speed(passes, name, [ref], 1, "float32")["H100"]["speedup"][ref]
             lines.append(

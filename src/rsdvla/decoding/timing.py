@@ -161,6 +161,12 @@ def bootstrap_ratio_interval(
     return [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))]
 
 
+def intervals_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether intervals ``a = [low, high]`` and ``b`` share a point: two runs of the same
+    setting "agree" when their speed intervals overlap."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
 def paired_speed(
     reference: dict[str, Sequence[float]],
     setting: dict[str, Sequence[float]],

@@ -1,0 +1,116 @@
+"""Do two runs of the offline frontier agree? Every setting both ran, against every reference both timed.
+
+    python benchmarks/compare_offline_runs.py outputs/frontier outputs/frontier_load \
+        --labels idle "beside LIBERO" --docs docs/benchmarks.md
+
+Each argument is a frontier work dir (``frontier.work_dir``); a setting's offline point is
+``<dir>/<setting>/offline/summary.json``. Two points are comparable only when they have the same
+identity (overrides, checkpoint hashes, store, offline overrides); a pair that differs is refused,
+since its speeds would measure different things. Settings agree when their 95% intervals on the
+CPU clock overlap (``rsdvla.decoding.timing.intervals_overlap``); the wall-clock ratios are
+printed beside. Exits 1 when some setting disagrees. With ``--docs`` the table replaces the
+``## Two offline frontier runs`` section of that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rsdvla.decoding.timing import intervals_overlap
+from rsdvla.evaluation.reports.aggregate import write_markdown_section
+
+SECTION = "## Two offline frontier runs"
+
+
+def offline_points(work_dir: Path) -> dict[str, dict]:
+    """``{setting: offline summary}`` of every finished offline point under ``work_dir``."""
+    if not work_dir.is_dir():
+        raise FileNotFoundError(f"{work_dir}: no such frontier work dir; pass frontier.work_dir")
+    return {
+        path.parent.parent.name: json.loads(path.read_text())
+        for path in sorted(work_dir.glob("*/offline/summary.json"))
+    }
+
+
+def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict]:
+    """One row per (setting, reference) timed in both runs, in ``a``'s order."""
+    rows = []
+    for name, first in a.items():
+        second = b.get(name)
+        if second is None:
+            continue
+        if first.get("identity") != second.get("identity"):
+            raise ValueError(
+                f"{name}: the two runs' offline points have different identities (overrides, "
+                "checkpoints or store); compare runs of the same stack and settings"
+            )
+        for ref, x in first["speed"].items():
+            y = second["speed"].get(ref)
+            if y is None:
+                continue
+            rows.append(
+                dict(
+                    setting=name,
+                    reference=ref,
+                    a=x,
+                    b=y,
+                    agree=intervals_overlap(x["ci95"], y["ci95"]),
+                )
+            )
+    return rows
+
+
+def _cell(entry: dict) -> str:
+    low, high = entry["ci95"]
+    return f"{entry['ratio']:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+def markdown(rows: list[dict], labels: tuple[str, str]) -> str:
+    a, b = labels
+    lines = [
+        f"| setting | reference | {a}: CPU-time speedup [95% CI] | {b}: CPU-time speedup [95% CI] "
+        f"| intervals overlap | {a}: wall | {b}: wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['reference']} | {_cell(r['a'])} | {_cell(r['b'])} "
+            f"| {'yes' if r['agree'] else 'NO'} | {r['a']['wall_ratio']:.2f}x | {r['b']['wall_ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    parser.add_argument("--labels", nargs=2, default=["first run", "second run"])
+    parser.add_argument("--docs", type=Path, help=f"markdown file whose '{SECTION}' is replaced")
+    args = parser.parse_args(argv)
+    rows = compare(offline_points(args.first), offline_points(args.second))
+    if not rows:
+        raise SystemExit(f"{args.first} and {args.second} share no timed offline point")
+    agree = sum(r["agree"] for r in rows)
+    table = markdown(rows, tuple(args.labels))
+    print(table)
+    print(f"{agree} of {len(rows)} (setting, reference) pairs agree within their intervals")
+    if args.docs:
+        command = "python benchmarks/compare_offline_runs.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        body = (
+            f"`{command.strip()}`: the offline points of two frontier runs of the same settings and "
+            f"checkpoints ({args.first}: {args.labels[0]}; {args.second}: {args.labels[1]}), "
+            "each speed against the references timed beside it in its own run; thread CPU time, "
+            f"95% bootstrap intervals over 400 calls. **{agree} of {len(rows)}** pairs agree "
+            "within their intervals.\n\n" + table
+        )
+        write_markdown_section(args.docs, SECTION, body, title="# Benchmarks")
+    return agree == len(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
