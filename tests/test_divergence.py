@@ -194,3 +194,28 @@ def test_new_record_fields_are_per_episode_not_per_batch(tmp_path):
     assert all({"divergence", "diagnostics"} <= set(r) for r in one)
     assert any("hidden_shift" in r for r in one)  # episodes of more than one chunk
     assert len(three) == len(one) == 6 and by_key(three) == by_key(one)
+
+
+def test_divergence_of_a_residual_vq_stack_counts_its_g_tokens_a_layer():
+    """The LIBERO policy's divergence record at RVQ codes ``[B, G, L]`` (not RFSQ's
+    ``[B, T, D, L]``): per layer the share of the G tokens equal to main-only's."""
+    from rsdvla.models import DraftModel, MainModel
+    from rsdvla.tokenizer import ChunkRVQTokenizer
+
+    torch.manual_seed(0)
+    space = dict(tokens_per_layer=2, levels=16, tokenizer_family="rvq", num_code_layers=5)
+    main = MainModel(hidden_dim=HIDDEN, d_model=32, n_layers=2, n_heads=4, **space).eval()
+    draft_space = {k: v for k, v in space.items() if k != "num_code_layers"}
+    draft = DraftModel(hidden_dim=HIDDEN, d_model=32, n_heads=4, num_draft_layers=3, **draft_space)
+    tokenizer = ChunkRVQTokenizer(
+        chunk_size=CHUNK, groups=2, codebook_size=16, num_layers=5, latent_dim=8, hidden=16
+    ).eval()
+    decoder = SpeculativeDecoder(main, draft.eval(), tokenizer, AgreementAcceptance(0.0))
+    reference = MainOnlyDecoder(main, tokenizer)
+    record, seen = run(decoder, MainOnlyDecoder(main, tokenizer))
+    for i, h in enumerate(seen):
+        ours, main_only = decoder(h).codes[0], reference(h).codes[0]  # [G, L]
+        assert ours.shape == (2, 5)
+        expected = [float((ours[:, j] == main_only[:, j]).sum()) / 2 for j in range(5)]
+        assert record["divergence"]["token_match"][i] == pytest.approx(expected)
+    assert any(m < 1 for row in record["divergence"]["token_match"] for m in row)

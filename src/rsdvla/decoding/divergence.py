@@ -3,8 +3,9 @@
 When an evaluation times main-only (``RSDPolicy(baseline=...)``) it decodes the same hidden
 state ``h`` as the decoder; :func:`divergence_rows` compares the two results:
 
-- ``token_match``: per residual layer of main-only's codes, the share of its ``T*D`` tokens the
-  decoder chose too (``None`` for layers the decoder did not decode: truncated or adaptive depth);
+- ``token_match``: per residual layer of main-only's codes, the share of its tokens (RFSQ ``T*D``,
+  RVQ ``G``) the decoder chose too (``None`` for layers the decoder did not decode: truncated or
+  adaptive depth);
 - ``max_abs_norm`` / ``max_abs_env``: the largest ``|a - a_main|`` over the executed chunk's arm
   dimensions (the first 6: position and rotation), in normalized and in env units;
 - ``gripper_differs``: whether the env gripper command differs at any executed step.
@@ -28,11 +29,13 @@ ARM_DIMS = 6
 def token_match_per_layer(
     codes: torch.Tensor, baseline_codes: torch.Tensor, decoded_layers: torch.Tensor | None = None
 ) -> list[list[float | None]]:
-    """Codes ``[B, T, D, m]`` vs main-only's ``[B, T, D, L]`` -> per row, per layer ``l < L``:
-    share of main-only's tokens equal (``None`` where ``l >= m`` or ``l >= decoded_layers[b]``)."""
-    b, _, _, layers = baseline_codes.shape
+    """Codes ``[B, ..., m]`` vs main-only's ``[B, ..., L]`` (any tokenizer's layout with the layer
+    last: RFSQ ``[B, T, D, L]``, RVQ ``[B, G, L]``) -> per row, per layer ``l < L``: share of
+    main-only's tokens equal (``None`` where ``l >= m`` or ``l >= decoded_layers[b]``)."""
+    b, layers = baseline_codes.shape[0], baseline_codes.shape[-1]
     depth = min(codes.shape[-1], layers)
-    same = (codes[..., :depth] == baseline_codes[..., :depth]).float().mean(dim=(1, 2))  # [B, m]
+    equal = codes[..., :depth] == baseline_codes[..., :depth]
+    same = equal.reshape(b, -1, depth).float().mean(dim=1)  # [B, m]
     limits = (
         [depth] * b
         if decoded_layers is None
