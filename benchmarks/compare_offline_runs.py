@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def main(argv=None) -> bool:
     print(table)
     print(f"{agree} of {len(rows)} (setting, reference) pairs agree within their intervals")
     if args.docs:
-        command = "python benchmarks/compare_offline_runs.py " + " ".join(
+        command = "python benchmarks/compare_offline_runs.py " + shlex.join(
             argv if argv is not None else sys.argv[1:]
         )
         body = (

@@ -800,7 +800,8 @@ FRONTIER_NOTE = """Written by `{command}` (a rerun skips finished points). Offli
 quickstart store at batch 1, one torch thread; each setting is timed in the same process as
 greedy main-only, and a setting of truncated depth m also as `main_only_m<m>`, call by call on
 the same rows in a rotating order (`rsdvla.decoding.timing`). Speedup = median reference call /
-median call on the calling thread's CPU time (load on other cores does not move it), with a 95%
+median call on the calling thread's CPU time (load on other cores moves it far less than wall
+time, though across runs it still moves by up to about 15%: docs/benchmarks.md), with a 95%
 percentile bootstrap interval over the calls (1000 resamples, seeded); wall-clock ratios are in
 frontier.csv beside them. `passes / GFLOPs per chunk`: sequential model passes and arithmetic
 counted from the models' shapes and each call's acceptance (`rsdvla.decoding.cost`). The
