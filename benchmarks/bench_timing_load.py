@@ -36,7 +36,7 @@ from rsdvla.decoding import (
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.roofline import predicted_speed
-from rsdvla.decoding.timing import PairedTimer, intervals_overlap
+from rsdvla.decoding.timing import PairedTimer, format_ratio, intervals_overlap
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
@@ -133,8 +133,7 @@ def main(argv=None) -> bool:
             agree &= same
             predicted = predicted_speed(passes, name, [ref], 1, "float32")["H100"]["speedup"][ref]
             lines.append(
-                f"| {name} | {ref} | {a['ratio']:.2f}x [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] "
-                f"| {b['ratio']:.2f}x [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}] | {'yes' if same else 'NO'} "
+                f"| {name} | {ref} | {format_ratio(a)} | {format_ratio(b)} | {'yes' if same else 'NO'} "
                 f"| {a['wall_ratio']:.2f}x | {b['wall_ratio']:.2f}x "
                 f"| {mean_per_chunk(passes[name], 1)['passes']:.1f} | {predicted:.2f}x |"
             )

@@ -20,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from rsdvla.decoding.timing import intervals_overlap
+from rsdvla.decoding.timing import format_ratio, intervals_overlap
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 
 SECTION = "## Two offline frontier runs"
@@ -64,11 +64,6 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _cell(entry: dict) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['ratio']:.2f}x [{low:.2f}, {high:.2f}]"
-
-
 def markdown(rows: list[dict], labels: tuple[str, str]) -> str:
     a, b = labels
     lines = [
@@ -78,7 +73,7 @@ def markdown(rows: list[dict], labels: tuple[str, str]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['reference']} | {_cell(r['a'])} | {_cell(r['b'])} "
+            f"| {r['setting']} | {r['reference']} | {format_ratio(r['a'])} | {format_ratio(r['b'])} "
             f"| {'yes' if r['agree'] else 'NO'} | {r['a']['wall_ratio']:.2f}x | {r['b']['wall_ratio']:.2f}x |"
         )
     return "\n".join(lines)

@@ -98,12 +98,14 @@ def tree_rows_pass(verify: PassCost, width: int) -> PassCost:
     )
 
 
-def draft_pass(cfg, main_cfg, k: int, with_context: bool, bpp: int) -> PassCost:
-    """The draft's one pass for ``k`` layers, from its config: a ``ContextDraftConfig`` (a head on
-    main's context, which this pass computes when ``with_context``) or a projected
-    ``DraftConfig`` (a transformer on ``h``)."""
+def draft_pass(
+    cfg, context_draft: bool, main_cfg, k: int, with_context: bool, bpp: int
+) -> PassCost:
+    """The draft's one pass for ``k`` layers, from its config: a context draft's
+    (``context_draft``, the module's ``reads_main_context``: a head on main's context, which this
+    pass computes when ``with_context``) or a projected ``DraftModel``'s (a transformer on ``h``)."""
     n, levels = cfg.tokens_per_layer, cfg.levels
-    if reads_main_context(cfg):
+    if context_draft:
         d, hidden = cfg.context_dim, cfg.hidden
         width = hidden or d
         out = cfg.num_draft_layers * n * levels  # the head computes every drafted layer it has
@@ -125,11 +127,6 @@ def draft_pass(cfg, main_cfg, k: int, with_context: bool, bpp: int) -> PassCost:
         c_flops, c_params = context_cost(main_cfg)
         flops, params, kernels = flops + c_flops, params + c_params, kernels + 4
     return PassCost("draft", q, flops, params, kernels, bpp)
-
-
-def reads_main_context(draft_cfg) -> bool:
-    """Whether a draft config is a context draft's (it has ``context_dim``, not ``hidden_dim``)."""
-    return hasattr(draft_cfg, "context_dim")
 
 
 SIZE_FIELDS = ("hidden_dim", "d_model", "n_layers", "n_heads", "context_dim", "hidden")
@@ -177,16 +174,18 @@ def call_passes(decoder, stats, precision: str = "float32", resize=None) -> list
         return main_steps(cfg, 0, decoder.depth, bpp)
     if isinstance(decoder, AdaptiveDepthDecoder):
         return main_steps(cfg, 0, int(stats.num_main_steps), bpp)
-    if isinstance(decoder, DraftOnlyDecoder):
+    if isinstance(decoder, (DraftOnlyDecoder, SpeculativeDecoder)):
         draft_cfg = resize(decoder.draft.config)
-        return [draft_pass(draft_cfg, cfg, decoder.k, reads_main_context(draft_cfg), bpp)]
+        context_draft = getattr(decoder.draft, "reads_main_context", False)
+    if isinstance(decoder, DraftOnlyDecoder):
+        return [draft_pass(draft_cfg, context_draft, cfg, decoder.k, context_draft, bpp)]
     if isinstance(decoder, SpeculativeDecoder):
         depth = decoder.num_layers
         drafted, fallback = _speculated(stats)
         passes: list[PassCost] = []
         if drafted:
             steps = int(stats.num_main_steps)
-            passes.append(draft_pass(resize(decoder.draft.config), cfg, decoder.k, True, bpp))
+            passes.append(draft_pass(draft_cfg, context_draft, cfg, decoder.k, True, bpp))
             verify = main_pass(cfg, 0, decoder.k + 1, "verify", False, bpp)
             passes.append(tree_rows_pass(verify, getattr(decoder, "tree_width", 1)))
             passes += main_steps(cfg, depth - steps, depth, bpp)

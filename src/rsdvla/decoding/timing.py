@@ -203,12 +203,17 @@ def paired_speed(
     return entry
 
 
+def format_ratio(entry: dict) -> str:
+    """``1.23x [1.10, 1.35]``: a speed entry's ratio and its 95% interval."""
+    low, high = entry["ci95"]
+    return f"{entry['ratio']:.2f}x [{low:.2f}, {high:.2f}]"
+
+
 def format_speed(entry: dict | None) -> str:
     """``1.23x [1.10, 1.35] vs main_only (thread CPU)``, or ``-``."""
     if not entry:
         return "-"
-    low, high = entry["ci95"]
-    return f"{entry['ratio']:.2f}x [{low:.2f}, {high:.2f}] vs {entry['reference']} ({entry['clock_name']})"
+    return f"{format_ratio(entry)} vs {entry['reference']} ({entry['clock_name']})"
 
 
 def depth_reference(depth: int | None, num_layers: int) -> str | None:

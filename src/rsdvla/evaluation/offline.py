@@ -330,9 +330,8 @@ def run_offline(cfg: DictConfig, stack) -> dict:
     acc = SideBySide()
     timer = PairedTimer(list(timed), device=device)
     passes: dict[str, list] = {name: [] for name in timed}
-    passes_at_size: dict[str, list] = {
-        name: [] for name in timed
-    }  # the same calls, OFT-sized models
+    # the same calls counted at the models' OpenVLA-OFT sizes (cost.at_openvla_size)
+    passes_at_size: dict[str, list] = {name: [] for name in timed}
     precision = getattr(stack, "precision", "float32")
     for h, truth in batches:
         results = timer.round(timed, h)
