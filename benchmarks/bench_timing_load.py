@@ -8,7 +8,8 @@ context draft and ``agreement_corrected`` at threshold 0 at full depth and at m=
 random weights of the quickstart's CPU sizes, random hidden states at batch 1, one torch thread.
 Each run times every decoder in interleaved rounds (``rsdvla.decoding.timing``: rotating order,
 thread CPU time and wall per call) and reads each against ``main_only`` and, at depth 3, against
-``main_only_m3``, with 95% bootstrap intervals. The second run starts ``--busy`` processes that
+``main_only_m3``, with 95% bootstrap intervals over ``--blocks`` contiguous blocks of rounds (the
+unit that carries the machine's drift; ``--blocks 1`` resamples single calls). The second run starts ``--busy`` processes that
 spin on the CPU for its whole duration. The runs agree for a setting when their intervals on
 the CPU clock overlap; the wall-clock ratios are printed beside (they are expected to move).
 Beside them: passes per chunk and the roofline prediction on an H100 (float32, batch 1) of the
@@ -36,7 +37,7 @@ from rsdvla.decoding import (
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.roofline import predicted_speed
-from rsdvla.decoding.timing import PairedTimer, format_ratio, intervals_overlap
+from rsdvla.decoding.timing import PairedTimer, check_blocks, format_ratio, intervals_overlap
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
@@ -74,13 +75,15 @@ def spin(stop) -> None:
             x += 1
 
 
-def timed_run(decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resamples: int):
+def timed_run(
+    decoders: dict, h: torch.Tensor, rounds: int, warmup: int, resamples: int, blocks: int
+):
     """``(setting -> reference -> speed entry, name -> per-call passes)`` of one run (every decoder
-    on rows of ``h`` in turn, batch 1)."""
+    on rows of ``h`` in turn, batch 1; intervals over ``blocks`` blocks of rounds)."""
     for decoder in decoders.values():
         for _ in range(warmup):
             decoder(h[:1])
-    timer = PairedTimer(list(decoders))
+    timer = PairedTimer(list(decoders), block_rounds=None if blocks == 1 else -(-rounds // blocks))
     calls = dict(decoders)
     passes = {name: [] for name in decoders}
     for i in range(rounds):
@@ -102,19 +105,24 @@ def main(argv=None) -> bool:
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument(
+        "--blocks", type=int, default=10, help="blocks of rounds the interval resamples (1: calls)"
+    )
+    parser.add_argument(
         "--docs", type=Path, help="markdown file whose '## Speed under load' is replaced"
     )
     args = parser.parse_args(argv)
+    check_blocks(args.blocks, "--blocks")
     torch.set_num_threads(1)  # all of a call's work in the calling thread: thread CPU time holds it
     decoders = build_decoders(args.hidden_dim)
     h = torch.randn(64, args.hidden_dim, generator=torch.Generator().manual_seed(1))
-    idle, passes = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+    run = (args.rounds, args.warmup, args.resamples, args.blocks)
+    idle, passes = timed_run(decoders, h, *run)
     stop = mp.get_context("spawn").Event()
     busy = [mp.get_context("spawn").Process(target=spin, args=(stop,)) for _ in range(args.busy)]
     for p in busy:
         p.start()
     try:
-        loaded, _ = timed_run(decoders, h, args.rounds, args.warmup, args.resamples)
+        loaded, _ = timed_run(decoders, h, *run)
     finally:
         stop.set()
         for p in busy:
@@ -148,8 +156,13 @@ def main(argv=None) -> bool:
         f"thread, {time.strftime('%Y-%m-%d')}: random weights of the quickstart's CPU sizes (main "
         f"d_model 128, 2 layers; context draft k=3), batch 1, {args.rounds} interleaved rounds per "
         f"run; the loaded run beside {args.busy} busy process(es). Clock: the calling thread's CPU "
-        "time (`rsdvla.decoding.timing`); wall ratios beside for contrast. "
-        f"{'Every setting agrees' if agree else 'NOT every setting agrees'} within the intervals.\n\n"
+        "time (`rsdvla.decoding.timing`); wall ratios beside for contrast. Intervals: "
+        + (
+            "resampling single calls. "
+            if args.blocks == 1
+            else f"resampling {args.blocks} contiguous blocks of rounds. "
+        )
+        + f"{'Every setting agrees' if agree else 'NOT every setting agrees'} within the intervals.\n\n"
         + table
     )
     if args.docs:

@@ -14,6 +14,7 @@ from omegaconf import open_dict
 from test_policy import NORMALIZER, FakeBackbone, FakeDecoder
 
 from rsdvla.checkpoints import CheckpointError
+from rsdvla.decoding.timing import bootstrap_ratio_interval
 from rsdvla.evaluation.libero.episodes import (
     EpisodeFile,
     plan_episodes,
@@ -135,6 +136,27 @@ def record(task_id, trial, success, **extra):
     }
 
 
+def test_libero_speed_interval_resamples_whole_episodes():
+    """Six episodes of 20 chunks, the decoder 2x faster in four and 1x in two: resampling chunks
+    always draws a majority of 2x chunks (interval [2, 2]); resampling episodes also draws the
+    runs where the 1x episodes are half or more, as a new set of six episodes could be."""
+    fast = [True, False, True, True, False, True]
+    records = [
+        record(
+            0,
+            t,
+            True,
+            latency_ms={"decode": [3.0 if f else 6.0] * 20, "baseline_decode": [6.0] * 20},
+        )
+        for t, f in enumerate(fast)
+    ]
+    entry = summarize(records)["speed"]["main_only"]
+    assert (entry["interval_unit"], entry["blocks"], entry["calls"]) == ("block", 6, 120)
+    chunks = [3.0 if f else 6.0 for f in fast for _ in range(20)]
+    assert bootstrap_ratio_interval([6.0] * 120, chunks) == [2.0, 2.0]
+    assert entry["ratio"] == 2.0 and entry["ci95"][1] == 2.0 and entry["ci95"][0] < 1.5
+
+
 def test_summarize_latency_speedup_acceptance():
     records = [
         record(
@@ -170,6 +192,7 @@ def test_summarize_latency_speedup_acceptance():
         summary["main_only_latency_p50_ms"],
         summary["num_chunks"],
     ) == (3.0, 6.0, 3)
+    assert summary["speed"]["main_only"]["interval_unit"] == "call"  # 2 episodes timed: too few
     task0 = summary["tasks"][0]
     assert (task0["task_id"], task0["episodes"], task0["successes"]) == (0, 2, 1)
     assert task0["success_ci95"] == pytest.approx(list(wilson_interval(1, 2)))

@@ -294,6 +294,26 @@ def test_offline_refuses_a_speed_reference_it_did_not_time(synthetic_store, tmp_
     cfg = offline_cfg(synthetic_store, tmp_path, max_batches=1, bootstrap_resamples=50)
     with pytest.raises(ValueError, match=r"env.bootstrap_resamples=50: .* >= 100 resamples"):
         run_offline(cfg, stack)
+    cfg = offline_cfg(synthetic_store, tmp_path, max_batches=1, timing_blocks=3)
+    with pytest.raises(ValueError, match=r"env.timing_blocks=3: .* >= 5 of them"):
+        run_offline(cfg, stack)
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_offline_speed_interval_resamples_blocks_of_calls(synthetic_store, tmp_path):
+    main, _, tokenizer = tiny_models()
+    stack = SimpleNamespace(
+        main=main,
+        tokenizer=tokenizer,
+        normalizer=HiddenStateStore(synthetic_store).normalizer,
+        decoder=MainOnlyDecoder(main, tokenizer, depth=3),
+    )
+    cfg = offline_cfg(synthetic_store, tmp_path, batch_size=1, max_batches=12, timing_blocks=6)
+    speed = run_offline(cfg, stack)["speed"]
+    for entry in speed.values():  # 12 rounds in 6 blocks of 2
+        assert entry["interval_unit"] == "block" and entry["blocks"] == 6 and entry["calls"] == 12
+    cfg = offline_cfg(synthetic_store, tmp_path, batch_size=1, max_batches=12, timing_blocks=1)
+    assert run_offline(cfg, stack)["speed"]["main_only"]["interval_unit"] == "call"
 
 
 def test_a_draft_trained_on_another_split_is_refused_and_one_store_spelled_two_ways_is_not(

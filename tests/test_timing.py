@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from rsdvla.decoding.timing import (
+    MIN_BLOCKS,
     PairedTimer,
     bootstrap_ratio_interval,
     check_reference,
@@ -50,6 +51,55 @@ def test_bootstrap_of_identical_pairs_is_the_point_and_seeded():
     assert bootstrap_ratio_interval(same, [2 * x for x in same]) == [0.5, 0.5]
     a, b = [1.0, 5.0, 2.0, 8.0, 3.0], [2.0, 1.0, 4.0, 2.0, 1.0]
     assert bootstrap_ratio_interval(a, b, seed=3) == bootstrap_ratio_interval(a, b, seed=3)
+
+
+def test_blocks_of_one_call_resample_exactly_as_calls_do():
+    rng = np.random.default_rng(2)
+    reference = rng.gamma(5.0, 2.0, size=60)
+    setting = reference / 1.3 * rng.lognormal(0.0, 0.1, size=60)
+    by_call = bootstrap_ratio_interval(reference, setting, seed=4)
+    assert bootstrap_ratio_interval(reference, setting, seed=4, blocks=list(range(60))) == by_call
+    # fewer than MIN_BLOCKS blocks: the interval resamples calls, and the entry says so
+    few = [i % (MIN_BLOCKS - 1) for i in range(60)]
+    assert bootstrap_ratio_interval(reference, setting, seed=4, blocks=few) == by_call
+    entry = paired_speed({"wall": reference}, {"wall": setting}, "main_only", blocks=few)
+    assert entry["interval_unit"] == "call" and entry["blocks"] == MIN_BLOCKS - 1
+
+
+def drifting_run(seed: int, blocks: int = 10, calls: int = 40) -> tuple:
+    """A run whose true ratio drifts from block to block (N(1.10, 0.04) per block, as the machine's
+    state does between stretches of time), with 1% noise per call: (reference, setting, labels)."""
+    rng = np.random.default_rng(seed)
+    block_ratio = rng.normal(1.10, 0.04, size=blocks)
+    labels = np.repeat(np.arange(blocks), calls)
+    setting = rng.gamma(400.0, 1e-5, size=blocks * calls)
+    reference = setting * block_ratio[labels] * rng.lognormal(0.0, 0.01, size=len(labels))
+    return reference, setting, labels
+
+
+def test_block_intervals_cover_a_drifting_ratio_where_call_intervals_do_not():
+    """60 simulated runs whose ratio drifts between blocks around 1.10: the interval over blocks
+    holds 1.10 about as often as a 95% interval should; the interval over calls, which only
+    measures one run's own stretch of time, misses it in most runs."""
+    covered = {"call": 0, "block": 0}
+    runs = 60
+    for seed in range(runs):
+        reference, setting, labels = drifting_run(seed)
+        for unit, blocks in (("call", None), ("block", labels)):
+            low, high = bootstrap_ratio_interval(reference, setting, 200, seed, blocks=blocks)
+            covered[unit] += low < 1.10 < high
+    assert covered["block"] >= 0.85 * runs
+    assert covered["call"] <= 0.6 * runs
+
+
+def test_paired_timer_labels_calls_by_block_of_rounds():
+    timer = PairedTimer(["a", "b"], block_rounds=3)
+    for _ in range(7):
+        timer.round({"a": lambda: None, "b": lambda: None})
+    assert timer.blocks() == [0, 0, 0, 1, 1, 1, 2]
+    assert PairedTimer(["a"]).blocks() is None
+    with pytest.raises(ValueError, match="block_rounds=0"):
+        PairedTimer(["a"], block_rounds=0)
 
 
 def test_fewer_than_100_resamples_and_unpaired_timings_are_refused():

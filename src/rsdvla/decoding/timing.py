@@ -11,8 +11,16 @@ state (caches, clocks, load) falls on all of them alike. Each call records two c
 
 On a CUDA device the GPU's time is not CPU time: the speed clock there is ``wall``
 (:func:`speed_clock`). A speedup is the ratio of medians ``median(reference) / median(setting)``
-with a 95% percentile bootstrap interval resampling the paired calls (chunks, or episodes'
-chunks), seeded; the reference is named and must have been timed in the same run.
+with a 95% percentile bootstrap interval, seeded; the reference is named and must have been timed
+in the same run. The interval resamples one of two units:
+
+- ``call``: the paired calls (chunks) themselves. It says how precisely these calls pin the
+  ratio of *this* stretch of time, and it is too narrow across runs: the ratio itself drifts
+  with machine state (frequency, a neighbour's use of the shared caches) by more than that;
+- ``block``: contiguous blocks of rounds (``PairedTimer(block_rounds=...)``), whole blocks drawn
+  with replacement, all calls of a drawn block kept (a cluster bootstrap). The drift between
+  blocks then enters the interval, which is what makes two runs comparable within it. Fewer
+  than :data:`MIN_BLOCKS` blocks fall back to calls, and the entry says which unit it used.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ DEFAULT_REFERENCE = "main_only"
 """Every speedup reads against full-depth greedy main-only unless another reference is named."""
 RESAMPLES = 1000
 MIN_RESAMPLES = 100
+MIN_BLOCKS = 5
+"""A block interval needs at least this many blocks; with fewer the interval resamples calls."""
 
 
 def rotated(names: Sequence[str], index: int) -> list[str]:
@@ -67,15 +77,32 @@ class PairedTimer:
     ``timer.round({name: fn}, *args)`` calls every ``fn(*args)`` once in the rotated order of this
     round and returns ``{name: result}``; ``timer.add(name, cpu, wall)`` records a call timed
     elsewhere (the policy's). ``cpu[name]`` / ``wall[name]``: lists of seconds, index = round.
+    ``block_rounds``: rounds per timing block (round ``i`` is in block ``i // block_rounds``), the
+    unit the speed interval resamples; None: one block, the interval resamples calls.
     """
 
-    def __init__(self, names: Sequence[str], device: torch.device | str | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        device: torch.device | str | None = None,
+        block_rounds: int | None = None,
+    ):
+        if block_rounds is not None and (isinstance(block_rounds, bool) or int(block_rounds) < 1):
+            raise ValueError(f"PairedTimer: block_rounds={block_rounds!r} must be >= 1 or None")
         self.names = list(names)
         self.device = device
+        self.block_rounds = None if block_rounds is None else int(block_rounds)
         self.cpu: dict[str, list[float]] = {n: [] for n in self.names}
         self.wall: dict[str, list[float]] = {n: [] for n in self.names}
         self.rounds = 0
         self.cpu_clock = cpu_clock_name()
+
+    def blocks(self) -> list[int] | None:
+        """The block of every recorded call, by its index (None without ``block_rounds``)."""
+        if self.block_rounds is None:
+            return None
+        calls = len(self.wall[self.names[0]]) if self.names else 0
+        return [i // self.block_rounds for i in range(calls)]
 
     def round(self, calls: dict[str, Callable], *args) -> dict:
         if set(calls) != set(self.names):
@@ -111,6 +138,7 @@ class PairedTimer:
             cpu_clock=self.cpu_clock,
             resamples=resamples,
             seed=seed,
+            blocks=self.blocks(),
         )
 
 
@@ -132,9 +160,29 @@ def check_resamples(resamples: int, field: str = "resamples") -> int:
     return resamples
 
 
+def check_blocks(blocks, field: str = "blocks") -> int:
+    """A block count for the speed interval: 1 (resample the calls) or >= :data:`MIN_BLOCKS`."""
+    if (
+        isinstance(blocks, bool)
+        or not isinstance(blocks, int)
+        or not (blocks == 1 or blocks >= MIN_BLOCKS)
+    ):
+        raise ValueError(
+            f"{field}={blocks!r}: the speed interval resamples blocks of calls and needs "
+            f">= {MIN_BLOCKS} of them (or 1: resample the calls); set {field}=10"
+        )
+    return blocks
+
+
 def ratio_of_medians(reference: Sequence[float], setting: Sequence[float]) -> float:
     """``median(reference) / median(setting)``: > 1 means the setting is faster."""
     return float(np.median(reference) / np.median(setting))
+
+
+def interval_unit(blocks: Sequence[int] | None) -> str:
+    """``block`` when ``blocks`` labels at least :data:`MIN_BLOCKS` distinct blocks, else ``call``:
+    what :func:`bootstrap_ratio_interval` resamples."""
+    return "block" if blocks is not None and len(set(blocks)) >= MIN_BLOCKS else "call"
 
 
 def bootstrap_ratio_interval(
@@ -143,11 +191,14 @@ def bootstrap_ratio_interval(
     resamples: int = RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
+    blocks: Sequence[int] | None = None,
 ) -> list[float]:
     """Percentile bootstrap interval ``[low, high]`` of :func:`ratio_of_medians` over paired calls.
 
-    ``reference[i]`` and ``setting[i]`` are the same call ``i`` (the same input): each resample
-    draws call indices with replacement (``numpy.random.default_rng(seed)``) and keeps the pairs.
+    ``reference[i]`` and ``setting[i]`` are the same call ``i`` (the same input), and the pairs are
+    kept. Each resample (``numpy.random.default_rng(seed)``) draws, with replacement, either call
+    indices or, when ``blocks`` (the block label of every call) names at least
+    :data:`MIN_BLOCKS` blocks, whole blocks, keeping all their calls (:func:`interval_unit`).
     """
     check_resamples(resamples)
     ref, new = np.asarray(reference, float), np.asarray(setting, float)
@@ -155,8 +206,20 @@ def bootstrap_ratio_interval(
         raise ValueError(
             f"paired timings need the same number of calls, got {ref.shape} and {new.shape}"
         )
-    index = np.random.default_rng(seed).integers(0, len(ref), size=(resamples, len(ref)))
-    ratios = np.median(ref[index], axis=1) / np.median(new[index], axis=1)
+    rng = np.random.default_rng(seed)
+    if interval_unit(blocks) == "block":
+        labels = np.asarray(blocks)
+        if labels.shape != ref.shape:
+            raise ValueError(f"block labels {labels.shape} do not match the calls {ref.shape}")
+        members = [np.flatnonzero(labels == b) for b in np.unique(labels)]
+        drawn = rng.integers(0, len(members), size=(resamples, len(members)))
+        ratios = np.empty(resamples)
+        for r, chosen in enumerate(drawn):
+            index = np.concatenate([members[b] for b in chosen])
+            ratios[r] = np.median(ref[index]) / np.median(new[index])
+    else:
+        index = rng.integers(0, len(ref), size=(resamples, len(ref)))
+        ratios = np.median(ref[index], axis=1) / np.median(new[index], axis=1)
     tail = 100 * (1 - level) / 2
     return [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))]
 
@@ -175,14 +238,16 @@ def paired_speed(
     cpu_clock: str = "thread CPU",
     resamples: int = RESAMPLES,
     seed: int = 0,
+    blocks: Sequence[int] | None = None,
 ) -> dict:
     """The speed entry of one setting against one reference (``{"cpu": [s], "wall": [s]}`` each,
-    ``cpu`` optional: without it the entry reads ``wall``).
+    ``cpu`` optional: without it the entry reads ``wall``); ``blocks``: each call's timing block.
 
     Returns ``reference``, ``clock`` (``cpu`` or ``wall``: the clock of ``ratio``), ``clock_name``
     (``thread CPU``, ``process CPU`` or ``wall``), ``ratio`` and ``ci95`` on that clock,
     ``wall_ratio`` / ``wall_ci95`` and ``cpu_ratio`` / ``cpu_ci95`` beside, ``median_ms`` and
-    ``reference_median_ms`` per clock, ``calls`` and ``resamples``.
+    ``reference_median_ms`` per clock, ``calls``, ``resamples``, ``interval_unit`` (``call`` or
+    ``block``: what the intervals resample) and ``blocks`` (how many; 1 without blocks).
     """
     clocks = [
         c for c in ("cpu", "wall") if reference.get(c) is not None and setting.get(c) is not None
@@ -194,12 +259,14 @@ def paired_speed(
     for name in clocks:
         ref, new = reference[name], setting[name]
         entry[f"{name}_ratio"] = ratio_of_medians(ref, new)
-        entry[f"{name}_ci95"] = bootstrap_ratio_interval(ref, new, resamples, seed)
+        entry[f"{name}_ci95"] = bootstrap_ratio_interval(ref, new, resamples, seed, blocks=blocks)
     entry["ratio"], entry["ci95"] = entry[f"{clock}_ratio"], entry[f"{clock}_ci95"]
     entry["median_ms"] = {n: 1e3 * float(np.median(setting[n])) for n in clocks}
     entry["reference_median_ms"] = {n: 1e3 * float(np.median(reference[n])) for n in clocks}
     entry["calls"] = len(reference["wall"])
     entry["resamples"] = resamples
+    entry["interval_unit"] = interval_unit(blocks)
+    entry["blocks"] = 1 if blocks is None else len(set(blocks))
     return entry
 
 

@@ -9,8 +9,8 @@ layers (over calls that speculated, counted as the LIBERO policy counts them), d
 chunk (truncated and adaptive depth), latency p50/p95 per stage for both (ms per decoder call of
 ``env.batch_size`` chunks), and the speed of the decoder from ``rsdvla.decoding.timing``: against
 full main-only and, for a decoder of truncated depth m, against ``main_only_m{m}`` timed in the
-same rounds (``speed``: ratio of medians on the CPU clock, its 95% bootstrap interval over the
-calls, wall time beside; ``speedup`` is the one against ``env.speed_reference``). ``cost_per_chunk``
+same rounds (``speed``: ratio of medians on the CPU clock, its 95% bootstrap interval over
+``env.timing_blocks`` contiguous blocks of the calls, wall time beside; ``speedup`` is the one against ``env.speed_reference``). ``cost_per_chunk``
 counts every timed decoder's passes, positions, FLOPs and weight bytes (``rsdvla.decoding.cost``)
 and ``gpu_prediction`` is the roofline estimate of the same calls (``rsdvla.decoding.roofline``);
 ``gpu_prediction_openvla_size`` counts the same calls (the same acceptance) at the models'
@@ -18,7 +18,7 @@ OpenVLA-OFT sizes in bfloat16 (``rsdvla.decoding.cost.at_openvla_size``): both a
 
 Config read: ``data.path``, ``data.val_fraction``, ``data.seed``; ``env.split``, ``env.batch_size``,
 ``env.max_batches``, ``env.warmup``, ``env.shuffle``, ``env.speed_reference``,
-``env.bootstrap_resamples``, ``env.torch_threads``; ``paths.output_dir`` (or Hydra's run dir).
+``env.bootstrap_resamples``, ``env.timing_blocks``, ``env.torch_threads``; ``paths.output_dir`` (or Hydra's run dir).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from rsdvla.decoding.timing import (
     DEFAULT_REFERENCE,
     RESAMPLES,
     PairedTimer,
+    check_blocks,
     check_resamples,
     decoder_depth,
     depth_reference,
@@ -317,6 +318,7 @@ def run_offline(cfg: DictConfig, stack) -> dict:
     resamples = check_resamples(
         env.get("bootstrap_resamples", RESAMPLES), "env.bootstrap_resamples"
     )
+    blocks = check_blocks(env.get("timing_blocks", 1), "env.timing_blocks")
     batches = [
         (
             torch.from_numpy(hidden[i : i + batch_size]).to(device),
@@ -328,7 +330,8 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         for dec in timed.values():
             dec(batches[0][0])
     acc = SideBySide()
-    timer = PairedTimer(list(timed), device=device)
+    block_rounds = None if blocks == 1 else -(-len(batches) // blocks)  # ceil: <= blocks blocks
+    timer = PairedTimer(list(timed), device=device, block_rounds=block_rounds)
     passes: dict[str, list] = {name: [] for name in timed}
     # the same calls counted at the models' OpenVLA-OFT sizes (cost.at_openvla_size)
     passes_at_size: dict[str, list] = {name: [] for name in timed}

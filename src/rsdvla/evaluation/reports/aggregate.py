@@ -105,6 +105,10 @@ def acceptance_block(records: Iterable[dict]) -> dict:
     }
 
 
+EPISODE = "episode"
+"""The key of :func:`paired_chunks` holding each chunk's episode."""
+
+
 def reference_name(stage: str) -> str | None:
     """The reference a latency stage times: ``baseline_decode`` -> ``main_only``,
     ``baseline_decode_m3`` -> ``main_only_m3``; None for other stages."""
@@ -117,13 +121,15 @@ def reference_name(stage: str) -> str | None:
 
 def paired_chunks(records: Iterable[dict], stages: Sequence[str]) -> dict[str, list[float]] | None:
     """Seconds per chunk of every stage of ``stages``, over the chunks that timed them all (each
-    record's per-chunk lists are aligned); None when no chunk did."""
-    out: dict[str, list[float]] = {stage: [] for stage in stages}
-    for record in records:
+    record's per-chunk lists are aligned), and ``episode``: the index in ``records`` of every
+    chunk's episode (the block a speed interval resamples); None when no chunk did."""
+    out: dict[str, list] = {stage: [] for stage in [*stages, EPISODE]}
+    for index, record in enumerate(records):
         latency = record.get("latency_ms") or {}
         if all(stage in latency for stage in stages):
             for stage in stages:
                 out[stage].extend(float(v) / 1e3 for v in latency[stage])
+            out[EPISODE].extend([index] * len(latency[stages[0]]))
     return out if out[stages[0]] else None
 
 
@@ -146,9 +152,10 @@ def reference_stage(reference: str) -> str:
 
 
 def reference_samples(records: Sequence[dict], stage: str, plus_backbone: bool = False):
-    """``(reference, decoder, clock)`` seconds per paired chunk (``{"wall": [...], "cpu": [...]}``;
-    ``cpu`` only when every chunk has it) of the reference timed as ``stage``, or None when no
-    chunk timed it (or, with ``plus_backbone``, none timed the backbone: a policy step)."""
+    """``(reference, decoder, clock, episodes)``: seconds per paired chunk (``{"wall": [...],
+    "cpu": [...]}``; ``cpu`` only when every chunk has it) of the reference timed as ``stage`` and
+    of the decoder, and each chunk's episode (:func:`paired_chunks`); None when no chunk timed it
+    (or, with ``plus_backbone``, none timed the backbone: a policy step)."""
     with_backbone = paired_chunks(records, ["decode", stage, "backbone"])
     wall = with_backbone or (None if plus_backbone else paired_chunks(records, ["decode", stage]))
     if wall is None:
@@ -162,14 +169,17 @@ def reference_samples(records: Sequence[dict], stage: str, plus_backbone: bool =
         _clocks(wall, cpu, stage, plus_backbone),
         _clocks(wall, cpu, "decode", plus_backbone),
         clock,
+        wall[EPISODE],
     )
 
 
 def speed_block(records: Sequence[dict], resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """``speed`` (decoder call vs every reference the policy timed on the same hidden states) and
     ``end_to_end`` (policy step: backbone + decode vs backbone + the reference's decode), each
-    ``reference -> rsdvla.decoding.timing.paired_speed`` entry over the paired chunks; on the
-    CPU clock when the records carry ``*_cpu`` times (a CPU run), else on wall time."""
+    ``reference -> rsdvla.decoding.timing.paired_speed`` entry over the paired chunks, its
+    interval resampling whole episodes (chunks of one episode share its stretch of time; fewer
+    than ``MIN_BLOCKS`` episodes: chunks); on the CPU clock when the records carry ``*_cpu``
+    times (a CPU run), else on wall time."""
     stages = {stage for r in records for stage in (r.get("latency_ms") or {})}
     speed, end_to_end = {}, {}
     for stage in sorted(stages):
@@ -179,9 +189,9 @@ def speed_block(records: Sequence[dict], resamples: int = RESAMPLES, seed: int =
         for out, backbone in ((speed, False), (end_to_end, True)):
             samples = reference_samples(records, stage, backbone)
             if samples is not None:
-                reference, decoder, clock = samples
+                reference, decoder, clock, episodes = samples
                 out[ref] = paired_speed(
-                    reference, decoder, ref, clock, resamples=resamples, seed=seed
+                    reference, decoder, ref, clock, resamples=resamples, seed=seed, blocks=episodes
                 )
     return {"speed": speed, "end_to_end": end_to_end}
 

@@ -229,8 +229,8 @@ def speed_comparison(ref_records: list[dict], run_records: list[dict], ref: Run,
         )
     out = {}
     for name in shared:
-        ref_t, ref_dec, clock_a = reference_samples(ref_records, reference_stage(name))
-        run_t, run_dec, clock_b = reference_samples(run_records, reference_stage(name))
+        ref_t, ref_dec, clock_a, _ = reference_samples(ref_records, reference_stage(name))
+        run_t, run_dec, clock_b, _ = reference_samples(run_records, reference_stage(name))
         clock = "cpu" if clock_a == clock_b == "cpu" else "wall"
         ratio, ci = relative_speed(ref_t[clock], ref_dec[clock], run_t[clock], run_dec[clock])
         out[name] = {
