@@ -64,6 +64,20 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def interval_units(rows: list[dict]) -> str:
+    """What the intervals of both runs resample: ``over 10 blocks of 400 calls`` and the like."""
+    units = sorted(
+        {
+            f"over {e['blocks']} blocks of {e['calls']} calls"
+            if e.get("interval_unit") == "block"
+            else f"over {e['calls']} calls"
+            for r in rows
+            for e in (r["a"], r["b"])
+        }
+    )
+    return "; ".join(units)
+
+
 def markdown(rows: list[dict], labels: tuple[str, str]) -> str:
     a, b = labels
     lines = [
@@ -101,7 +115,7 @@ def main(argv=None) -> bool:
             f"`{command.strip()}`: the offline points of two frontier runs of the same settings and "
             f"checkpoints ({args.first}: {args.labels[0]}; {args.second}: {args.labels[1]}), "
             "each speed against the references timed beside it in its own run; thread CPU time, "
-            f"95% bootstrap intervals over 400 calls. **{agree} of {len(rows)}** pairs agree "
+            f"95% bootstrap intervals {interval_units(rows)}. **{agree} of {len(rows)}** pairs agree "
             "within their intervals.\n\n" + table
         )
         write_markdown_section(args.docs, SECTION, body, title="# Benchmarks")

@@ -24,8 +24,16 @@ def write_point(root: Path, name: str, speed: dict, identity: dict) -> None:
     (folder / "summary.json").write_text(json.dumps({"speed": speed, "identity": identity}))
 
 
-def entry(ratio, low, high, wall):
-    return {"ratio": ratio, "ci95": [low, high], "wall_ratio": wall}
+def entry(ratio, low, high, wall, blocks=1):
+    unit = "block" if blocks > 1 else "call"
+    return {
+        "ratio": ratio,
+        "ci95": [low, high],
+        "wall_ratio": wall,
+        "calls": 400,
+        "interval_unit": unit,
+        "blocks": blocks,
+    }
 
 
 def test_two_runs_agree_where_their_intervals_overlap(tmp_path):
@@ -41,7 +49,10 @@ def test_two_runs_agree_where_their_intervals_overlap(tmp_path):
     write_point(
         b,
         "m3",
-        {"main_only": entry(2.6, 2.52, 2.7, 3.1), "main_only_m3": entry(1.0, 0.98, 1.02, 1.1)},
+        {
+            "main_only": entry(2.6, 2.52, 2.7, 3.1, blocks=10),
+            "main_only_m3": entry(1.0, 0.98, 1.02, 1.1, blocks=10),
+        },
         ident,
     )
     write_point(a, "only_in_a", {"main_only": entry(1.0, 1.0, 1.0, 1.0)}, {})
@@ -55,6 +66,7 @@ def test_two_runs_agree_where_their_intervals_overlap(tmp_path):
     text = docs.read_text()
     assert (
         "**1 of 2** pairs agree" in text
+        and "intervals over 10 blocks of 400 calls; over 400 calls." in text
         and "| m3 | main_only | 2.40x [2.30, 2.50] | 2.60x [2.52, 2.70] | NO |" in text
     )
 

@@ -342,3 +342,10 @@ def test_a_depth_setting_reads_against_main_only_and_its_own_depth_side_by_side(
     assert "predicted H100 speedup (roofline, not measured)" in table
     assert "2.00x (0.80x vs its depth)" in table and "1.50x (0.70x vs its depth)" in table
     assert "predicted H100 speedup at OpenVLA size (roofline, not measured)" in table
+    # accepted layers: offline, and in LIBERO beside it once the point ran there
+    offline["mean_accepted_layers"] = 2.0
+    libero = {"mean_accepted_layers": 1.25, "episodes": 4, "successes": 2, "success_rate": 0.5}
+    libero["success_ci95"] = [0.2, 0.8]
+    closed_loop = frontier.row_for("rsd_ctx_corr0_m3", offline, libero, False)
+    assert "| 2.00 / 1.25 |" in frontier.markdown([closed_loop])
+    assert "| 2.00 |" in frontier.markdown([frontier.row_for("x", offline, None, False)])

@@ -605,11 +605,19 @@ def markdown(rows: list[dict]) -> str:
             f"| {at_size} "
             f"| {_fmt(r['action_mse'], '.4f')} "
             f"| {_fmt(r['action_mse_vs_main_only'], '.4f')} | {_fmt(r['mean_decoded_layers'], '.1f')} "
-            f"| {_fmt(r['mean_accepted_layers'], '.2f')} | {'yes' if r['offline_frontier'] else ''} "
+            f"| {_accepted(r)} | {'yes' if r['offline_frontier'] else ''} "
             f"| {success} | {format_columns(r, 'libero_speedup')} | {' | '.join(_paired(r))} "
             f"| {' | '.join(_paired(r, 'own'))} |"
         )
     return "\n".join(lines)
+
+
+def _accepted(row: dict) -> str:
+    """Mean accepted layers offline, and ``/ LIBERO`` beside when the point ran in LIBERO."""
+    cell = _fmt(row["mean_accepted_layers"], ".2f")
+    if _finite(row.get("libero_mean_accepted_layers")):
+        cell += f" / {row['libero_mean_accepted_layers']:.2f}"
+    return cell
 
 
 def _predicted(row: dict, key: str) -> str:
@@ -801,16 +809,17 @@ quickstart store at batch 1, one torch thread; each setting is timed in the same
 greedy main-only, and a setting of truncated depth m also as `main_only_m<m>`, call by call on
 the same rows in a rotating order (`rsdvla.decoding.timing`). Speedup = median reference call /
 median call on the calling thread's CPU time (load on other cores moves it far less than wall
-time, though across runs it still moves by up to about 15%: docs/benchmarks.md), with a 95%
-percentile bootstrap interval over the calls (1000 resamples, seeded); wall-clock ratios are in
-frontier.csv beside them. `passes / GFLOPs per chunk`: sequential model passes and arithmetic
+time), with a 95% percentile bootstrap interval that resamples 10 contiguous blocks of the
+calls (1000 resamples, seeded): the drift of the machine between blocks is in the interval
+(docs/benchmarks.md, "Speed under load"); wall-clock ratios are in frontier.csv beside them. `passes / GFLOPs per chunk`: sequential model passes and arithmetic
 counted from the models' shapes and each call's acceptance (`rsdvla.decoding.cost`). The
 predicted columns are roofline estimates for a GPU at batch 1, not measurements (formula in
 docs/benchmarks.md): of the stack's own models in its precision, and of the same calls (the
 measured acceptance) counted at the OpenVLA-OFT sizes of the models in bfloat16 (H = 4096, a
 512-wide 6-layer main; `rsdvla.decoding.cost.at_openvla_size`). LIBERO: libero_object, all 10 tasks, initial states from
 `frontier.libero.first_trial` on, success with 95% Wilson intervals; speedup measured on the
-same hidden states as main-only, chunk by chunk, with its bootstrap interval over chunks.
+same hidden states as main-only, chunk by chunk, with its bootstrap interval over episodes.
+`accepted layers`: offline / in LIBERO (closed loop, the policy's own states).
 `offline frontier`: no other setting is at least as fast with a lower action error. Paired
 columns: the same episodes (task, initial state, seed) under the setting and under main-only;
 the success difference with Newcombe's paired 95% interval and McNemar's exact p
