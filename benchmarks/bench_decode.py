@@ -37,7 +37,7 @@ from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.decoding.roofline import DEVICES, get_device, predicted_speed
-from rsdvla.decoding.timing import PairedTimer, timed_cpu_wall
+from rsdvla.decoding.timing import PairedTimer, check_blocks, timed_cpu_wall
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
@@ -196,17 +196,26 @@ def same_codes(codes: torch.Tensor, reference: torch.Tensor) -> float | None:
 
 
 def bench_batch(
-    settings: dict, batch: int, warmup: int, repeats: int, device, precision: str, gpu: str
+    settings: dict,
+    batch: int,
+    warmup: int,
+    repeats: int,
+    device,
+    precision: str,
+    gpu: str,
+    blocks: int = 1,
 ) -> list[dict]:
     """Interleaved timing of every setting on the same input (``rsdvla.decoding.timing``: a
     rotating order per repeat, CPU and wall per call); one row per setting with its ratio of
     medians against ``main-only`` and 95% bootstrap intervals on both clocks, the passes it made
-    (``rsdvla.decoding.cost``) and the roofline prediction on ``gpu`` (``rsdvla.decoding.roofline``)."""
+    (``rsdvla.decoding.cost``) and the roofline prediction on ``gpu`` (``rsdvla.decoding.roofline``).
+    The intervals resample ``blocks`` contiguous blocks of repeats (1: single repeats)."""
     names = list(settings)
     for name in names:
         for _ in range(warmup):
             settings[name][0](settings[name][1])
-    timer = PairedTimer(names, device=device)
+    block_rounds = None if blocks == 1 else -(-repeats // blocks)
+    timer = PairedTimer(names, device=device, block_rounds=block_rounds)
     calls = {name: (lambda dec=dec, h=h: dec(h)) for name, (dec, h) in settings.items()}
     stages = {name: [] for name in names}
     accepted = {name: [] for name in names}
@@ -383,7 +392,9 @@ def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, preci
         )
         settings[label] = (decoder, h)
     batch = h.shape[0]
-    rows = bench_batch(settings, batch, args.warmup, args.repeats, h.device, precision, args.gpu)
+    rows = bench_batch(
+        settings, batch, args.warmup, args.repeats, h.device, precision, args.gpu, args.blocks
+    )
     if trained is not None:
         t_main, t_draft, t_tok, hidden = trained
         th = hidden[:batch]
@@ -395,7 +406,14 @@ def bench_precision_batch(args, main_model, tokenizer, drafts, trained, h, preci
             ),
         }
         trained_rows = bench_batch(
-            t_settings, batch, args.warmup, args.repeats, th.device, precision, args.gpu
+            t_settings,
+            batch,
+            args.warmup,
+            args.repeats,
+            th.device,
+            precision,
+            args.gpu,
+            args.blocks,
         )
         rows += [r for r in trained_rows if r["setting"] != "main-only"]
     return rows
@@ -406,6 +424,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=10,
+        help="contiguous blocks of repeats the 95%% intervals resample (>= 5; 1: single repeats)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads (CPU); 0 = leave as is"
     )
@@ -452,6 +476,7 @@ def main(argv=None) -> list[dict]:
     if args.gpu is None:
         args.gpu = table_gpu(args.device)
     get_device(args.gpu, "--gpu")  # an unknown device is refused before anything runs
+    check_blocks(args.blocks, "--blocks")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -519,7 +544,8 @@ first 3 layers (the truncated-depth baseline; its codes differ).
 Goals (issue 10, ratio of medians): {goals}.
 Each of {args.repeats} repeats calls every setting once on the same input in a rotating order, after
 {args.warmup} warm-up calls each. Times are medians per decoder call (ms); stage columns are medians
-of the decoder's own stage timers (wall); speedup = median main-only / median setting. The calling
+of the decoder's own stage timers (wall); speedup = median main-only / median setting, its 95%
+bootstrap interval resampling {args.blocks} contiguous block(s) of repeats. The calling
 thread's CPU time is also given: with one torch thread all work runs in it, and on a shared machine
 it leaves out the time other processes hold the core, so it is the steadier figure and the goals
 are read on it; with more threads (or on a GPU) the goals are read on wall time.

@@ -53,6 +53,8 @@ def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
 def test_an_unknown_gpu_is_refused_before_anything_runs():
     with pytest.raises(ValueError, match=r"^--gpu='V100' is not in the roofline table"):
         load_bench().main(["--gpu", "V100", "--no-docs"])
+    with pytest.raises(ValueError, match=r"^--blocks=3: .* >= 5 of them"):
+        load_bench().main(["--blocks", "3", "--no-docs"])
 
 
 def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_path):
