@@ -51,6 +51,16 @@ def offline_cfg(store: Path, out: Path, **env):
     )
 
 
+def main_only_stack(main, tokenizer, store: Path, depth: int | None = None) -> SimpleNamespace:
+    """A stack whose decoder is main-only (at ``depth``), with the store's normalizer."""
+    return SimpleNamespace(
+        main=main,
+        tokenizer=tokenizer,
+        normalizer=HiddenStateStore(store).normalizer,
+        decoder=MainOnlyDecoder(main, tokenizer, depth=depth),
+    )
+
+
 # ------------------------------------------------------------------------------------ split
 
 
@@ -261,13 +271,7 @@ def test_libero_policy_and_offline_count_acceptance_the_same_way():
 
 def test_offline_compares_truncated_depth_with_main_only(synthetic_store, tmp_path):
     main, draft, tokenizer = tiny_models()
-    store = HiddenStateStore(synthetic_store)
-    stack = SimpleNamespace(
-        main=main,
-        tokenizer=tokenizer,
-        normalizer=store.normalizer,
-        decoder=MainOnlyDecoder(main, tokenizer, depth=3),
-    )
+    stack = main_only_stack(main, tokenizer, synthetic_store, depth=3)
     summary = run_offline(offline_cfg(synthetic_store, tmp_path, max_batches=2), stack)
     assert summary["mean_decoded_layers"] == 3.0 and summary["mean_main_steps"] == 3
     # the 3 decoded layers are main-only's own: 3 of 8 layers' tokens agree, no chunk is whole
@@ -282,12 +286,7 @@ def test_offline_compares_truncated_depth_with_main_only(synthetic_store, tmp_pa
 
 def test_offline_refuses_a_speed_reference_it_did_not_time(synthetic_store, tmp_path):
     main, _, tokenizer = tiny_models()
-    stack = SimpleNamespace(
-        main=main,
-        tokenizer=tokenizer,
-        normalizer=HiddenStateStore(synthetic_store).normalizer,
-        decoder=MainOnlyDecoder(main, tokenizer),
-    )
+    stack = main_only_stack(main, tokenizer, synthetic_store)
     cfg = offline_cfg(synthetic_store, tmp_path, max_batches=1, speed_reference="main_only_m3")
     with pytest.raises(ValueError, match=r"env.speed_reference='main_only_m3' was not timed"):
         run_offline(cfg, stack)
@@ -302,12 +301,7 @@ def test_offline_refuses_a_speed_reference_it_did_not_time(synthetic_store, tmp_
 
 def test_offline_speed_interval_resamples_blocks_of_calls(synthetic_store, tmp_path):
     main, _, tokenizer = tiny_models()
-    stack = SimpleNamespace(
-        main=main,
-        tokenizer=tokenizer,
-        normalizer=HiddenStateStore(synthetic_store).normalizer,
-        decoder=MainOnlyDecoder(main, tokenizer, depth=3),
-    )
+    stack = main_only_stack(main, tokenizer, synthetic_store, depth=3)
     cfg = offline_cfg(synthetic_store, tmp_path, batch_size=1, max_batches=12, timing_blocks=6)
     speed = run_offline(cfg, stack)["speed"]
     for entry in speed.values():  # 12 rounds in 6 blocks of 2
