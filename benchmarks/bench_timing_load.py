@@ -67,6 +67,11 @@ def build_decoders(hidden_dim: int) -> dict:
     }
 
 
+def span(values: list[float]) -> str:
+    """``1.01-1.17x``: the smallest and largest of per-block ratios."""
+    return f"{min(values):.2f}-{max(values):.2f}x"
+
+
 def spin(stop) -> None:
     """A busy process: burns one core until ``stop`` is set."""
     x = 0
@@ -91,7 +96,13 @@ def timed_run(
         for name, result in results.items():
             passes[name].append(call_passes(decoders[name], result.stats))
     speed = {
-        name: {ref: timer.speed(name, ref, "--reference", resamples) for ref in refs}
+        name: {
+            ref: {
+                **timer.speed(name, ref, "--reference", resamples),
+                "block_speeds": timer.block_speeds(name, ref),
+            }
+            for ref in refs
+        }
         for name, refs in REFERENCES.items()
     }
     return speed, passes
@@ -129,9 +140,10 @@ def main(argv=None) -> bool:
             p.join()
     lines = [
         "| setting | reference | idle: CPU-time speedup [95% CI] | loaded: CPU-time speedup [95% CI] "
-        "| intervals overlap | idle: wall speedup | loaded: wall speedup | passes per chunk "
+        "| intervals overlap | idle: range of block ratios | loaded: range of block ratios "
+        "| idle: wall speedup | loaded: wall speedup | passes per chunk "
         "| predicted H100 speedup (roofline, not measured) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     agree = True
     for name, refs in REFERENCES.items():
@@ -142,6 +154,7 @@ def main(argv=None) -> bool:
             predicted = predicted_speed(passes, name, [ref], 1, "float32")["H100"]["speedup"][ref]
             lines.append(
                 f"| {name} | {ref} | {format_ratio(a)} | {format_ratio(b)} | {'yes' if same else 'NO'} "
+                f"| {span(a['block_speeds'])} | {span(b['block_speeds'])} "
                 f"| {a['wall_ratio']:.2f}x | {b['wall_ratio']:.2f}x "
                 f"| {mean_per_chunk(passes[name], 1)['passes']:.1f} | {predicted:.2f}x |"
             )

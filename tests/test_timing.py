@@ -97,6 +97,8 @@ def test_paired_timer_labels_calls_by_block_of_rounds():
     for _ in range(7):
         timer.round({"a": lambda: None, "b": lambda: None})
     assert timer.blocks() == [0, 0, 0, 1, 1, 1, 2]
+    timer.cpu = {"a": [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0], "b": [1.0] * 7}
+    assert timer.block_speeds("b", "a") == [1.0, 2.0, 4.0]  # each block's own ratio
     assert PairedTimer(["a"]).blocks() is None
     with pytest.raises(ValueError, match="block_rounds=0"):
         PairedTimer(["a"], block_rounds=0)

@@ -141,6 +141,14 @@ class PairedTimer:
             blocks=self.blocks(),
         )
 
+    def block_speeds(self, setting: str, reference: str = DEFAULT_REFERENCE) -> list[float]:
+        """The ratio of medians of every block on the CPU clock (on wall for a CUDA device):
+        how far the ratio drifts between stretches of time. One value without blocks."""
+        clock = self.cpu if speed_clock(self.device) == "cpu" else self.wall
+        ref, new = np.asarray(clock[reference]), np.asarray(clock[setting])
+        labels = np.asarray(self.blocks() if self.block_rounds else [0] * len(ref))
+        return [ratio_of_medians(ref[labels == b], new[labels == b]) for b in np.unique(labels)]
+
 
 def check_reference(reference: str, timed: Sequence[str], field: str) -> None:
     """One line naming ``field`` and the fix when ``reference`` was not timed in the run."""
