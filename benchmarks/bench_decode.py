@@ -37,7 +37,7 @@ from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.decoding.roofline import DEVICES, get_device, predicted_speed
-from rsdvla.decoding.timing import PairedTimer, check_blocks, timed_cpu_wall
+from rsdvla.decoding.timing import PairedTimer, check_blocks, rounds_per_block, timed_cpu_wall
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
@@ -214,8 +214,7 @@ def bench_batch(
     for name in names:
         for _ in range(warmup):
             settings[name][0](settings[name][1])
-    block_rounds = None if blocks == 1 else -(-repeats // blocks)
-    timer = PairedTimer(names, device=device, block_rounds=block_rounds)
+    timer = PairedTimer(names, device=device, block_rounds=rounds_per_block(repeats, blocks))
     calls = {name: (lambda dec=dec, h=h: dec(h)) for name, (dec, h) in settings.items()}
     stages = {name: [] for name in names}
     accepted = {name: [] for name in names}

@@ -37,7 +37,13 @@ from rsdvla.decoding import (
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
 from rsdvla.decoding.roofline import predicted_speed
-from rsdvla.decoding.timing import PairedTimer, check_blocks, format_ratio, intervals_overlap
+from rsdvla.decoding.timing import (
+    PairedTimer,
+    check_blocks,
+    format_ratio,
+    intervals_overlap,
+    rounds_per_block,
+)
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
@@ -88,7 +94,7 @@ def timed_run(
     for decoder in decoders.values():
         for _ in range(warmup):
             decoder(h[:1])
-    timer = PairedTimer(list(decoders), block_rounds=None if blocks == 1 else -(-rounds // blocks))
+    timer = PairedTimer(list(decoders), block_rounds=rounds_per_block(rounds, blocks))
     calls = dict(decoders)
     passes = {name: [] for name in decoders}
     for i in range(rounds):

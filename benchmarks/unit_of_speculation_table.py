@@ -83,9 +83,9 @@ def main(argv=None) -> None:
             continue
         quality = json.loads(quality_file.read_text())
         main_only = offline(work_dir, f"{stack}_main_only")
+        label = stack_label(quality, stack)
         for i, (name, setting) in enumerate(STACK_SETTINGS.items()):
             summary = offline(work_dir, f"{stack}_{name}")
-            label = stack_label(quality, stack)
             lines.append(row(label, quality if i == 0 else None, main_only, setting, summary))
     print("\n".join(lines))
 

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decode.py"
+from conftest import load_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_decode", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("bench_decode")
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\n## Other\n\nkept\n")
     out = tmp_path / "bench.json"
@@ -52,9 +42,9 @@ def test_bench_rows_in_both_precisions_and_docs_section(tmp_path):
 
 def test_an_unknown_gpu_is_refused_before_anything_runs():
     with pytest.raises(ValueError, match=r"^--gpu='V100' is not in the roofline table"):
-        load_bench().main(["--gpu", "V100", "--no-docs"])
+        load_benchmark("bench_decode").main(["--gpu", "V100", "--no-docs"])
     with pytest.raises(ValueError, match=r"^--blocks=3: .* >= 5 of them"):
-        load_bench().main(["--blocks", "3", "--no-docs"])
+        load_benchmark("bench_decode").main(["--blocks", "3", "--no-docs"])
 
 
 def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_path):

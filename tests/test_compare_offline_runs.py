@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_offline_runs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("compare_offline_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def write_point(root: Path, name: str, speed: dict, identity: dict) -> None:
@@ -37,7 +28,7 @@ def entry(ratio, low, high, wall, blocks=1):
 
 
 def test_two_runs_agree_where_their_intervals_overlap(tmp_path):
-    script = load_script()
+    script = load_benchmark("compare_offline_runs")
     a, b = tmp_path / "a", tmp_path / "b"
     ident = {"overrides": ["decoder=main_only", "decoder.depth=3"]}
     write_point(
@@ -72,7 +63,7 @@ def test_two_runs_agree_where_their_intervals_overlap(tmp_path):
 
 
 def test_points_of_different_identities_are_refused(tmp_path):
-    script = load_script()
+    script = load_benchmark("compare_offline_runs")
     a, b = tmp_path / "a", tmp_path / "b"
     write_point(a, "rsd", {"main_only": entry(1.0, 0.9, 1.1, 1.0)}, {"checkpoints": {"main": "x"}})
     write_point(b, "rsd", {"main_only": entry(1.0, 0.9, 1.1, 1.0)}, {"checkpoints": {"main": "y"}})

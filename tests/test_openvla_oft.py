@@ -7,7 +7,6 @@ unmarked tests (bad input, one line naming the fix) run under any install.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_benchmark
 
 from rsdvla.backbones import oft_loading
 from rsdvla.backbones.oft_loading import (
@@ -77,17 +77,9 @@ def oft_checkpoint(tmp_path_factory) -> Path:
         capture_output=True,
         timeout=600,
     )
-    pooling_probe().write_seeded_projector(out, TINY_H)  # writes out / PROJECTOR_FILE
+    # benchmarks/oft_pooling_probe.py's seeded projector, shared with this fixture
+    load_benchmark("oft_pooling_probe").write_seeded_projector(out, TINY_H)  # out / PROJECTOR_FILE
     return out
-
-
-def pooling_probe():
-    """``benchmarks/oft_pooling_probe.py``, whose seeded projector this fixture shares."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "oft_pooling_probe.py"
-    spec = importlib.util.spec_from_file_location("oft_pooling_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 _BACKBONES: dict = {}

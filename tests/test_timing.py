@@ -17,6 +17,7 @@ from rsdvla.decoding.timing import (
     paired_speed,
     ratio_of_medians,
     rotated,
+    rounds_per_block,
 )
 
 
@@ -172,3 +173,9 @@ def test_depth_reference_of_truncated_decoders(tiny_stack_models):
     }
     for decoder, expected in cases.items():
         assert depth_reference(decoder_depth(decoder), layers) == expected, repr(decoder)
+
+
+def test_rounds_per_block_splits_into_at_most_that_many_blocks():
+    assert rounds_per_block(400, 10) == 40
+    assert rounds_per_block(12, 5) == 3  # 4 blocks of 3: never more blocks than asked
+    assert rounds_per_block(400, 1) is None

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "unit_of_speculation_table.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("unit_of_speculation_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def write(path: Path, data: dict) -> None:
@@ -46,10 +38,10 @@ def test_one_block_per_stack_with_its_own_main_only(tmp_path, capsys):
         tmp_path / "g1_main_only" / "offline" / "summary.json",
         summary(None, 8, 1.0, 1.0, mse=0.032),
     )
-    for i, name in enumerate(load_script().STACK_SETTINGS):
+    for i, name in enumerate(load_benchmark("unit_of_speculation_table").STACK_SETTINGS):
         write(tmp_path / f"g1_{name}" / "offline" / "summary.json", summary(1.5 + i, 7.0, 1.1, 1.3))
     write(tmp_path / "untrained" / "quality.json", quality)  # no offline points: left out
-    load_script().main([str(tmp_path)])
+    load_benchmark("unit_of_speculation_table").main([str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 1 + 5
     assert lines[2].startswith(

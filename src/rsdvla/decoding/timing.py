@@ -182,6 +182,12 @@ def check_blocks(blocks, field: str = "blocks") -> int:
     return blocks
 
 
+def rounds_per_block(rounds: int, blocks: int) -> int | None:
+    """``PairedTimer``'s ``block_rounds`` that splits ``rounds`` into at most ``blocks``
+    contiguous blocks (ceil division); None for ``blocks == 1`` (resample the calls)."""
+    return None if blocks == 1 else -(-rounds // blocks)
+
+
 def ratio_of_medians(reference: Sequence[float], setting: Sequence[float]) -> float:
     """``median(reference) / median(setting)``: > 1 means the setting is faster."""
     return float(np.median(reference) / np.median(setting))

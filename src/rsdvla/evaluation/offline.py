@@ -47,6 +47,7 @@ from rsdvla.decoding.timing import (
     decoder_depth,
     depth_reference,
     format_speed,
+    rounds_per_block,
 )
 from rsdvla.evaluation.reports.aggregate import write_json_atomic
 from rsdvla.evaluation.reports.plots import plot_summary
@@ -330,8 +331,9 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         for dec in timed.values():
             dec(batches[0][0])
     acc = SideBySide()
-    block_rounds = None if blocks == 1 else -(-len(batches) // blocks)  # ceil: <= blocks blocks
-    timer = PairedTimer(list(timed), device=device, block_rounds=block_rounds)
+    timer = PairedTimer(
+        list(timed), device=device, block_rounds=rounds_per_block(len(batches), blocks)
+    )
     passes: dict[str, list] = {name: [] for name in timed}
     # the same calls counted at the models' OpenVLA-OFT sizes (cost.at_openvla_size)
     passes_at_size: dict[str, list] = {name: [] for name in timed}
