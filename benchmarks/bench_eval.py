@@ -198,7 +198,9 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if 1 not in args.num_envs:
         args.num_envs = [1, *args.num_envs]  # the reference every ratio is read against
-    command = "python benchmarks/bench_eval.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    from rsdvla.evaluation.reports.aggregate import command_line
+
+    command = command_line("benchmarks/bench_eval.py", argv)
 
     from rsdvla.cli import build
 
@@ -225,7 +227,7 @@ def main(argv=None) -> list[dict]:
         + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
     )
     table = markdown(rows)
-    body = f"""Measured with `{command.strip()}` on {where}, {time.strftime("%Y-%m-%d")}.
+    body = f"""Measured with `{command}` on {where}, {time.strftime("%Y-%m-%d")}.
 {args.suite} tasks {args.task_ids}, {args.trials} trials each from initial state {args.first_trial},
 at most {args.max_steps} policy steps, decoder `{args.decoder}`; checkpoints: {", ".join(args.artifacts) or "tiny untrained (time only)"}.
 `sim step`: one worker's `env.step` (physics; with cameras also render and the image pipeline);

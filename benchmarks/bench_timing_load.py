@@ -10,7 +10,8 @@ Each run times every decoder in interleaved rounds (``rsdvla.decoding.timing``: 
 thread CPU time and wall per call) and reads each against ``main_only`` and, at depth 3, against
 ``main_only_m3``, with 95% bootstrap intervals over ``--blocks`` contiguous blocks of rounds (the
 unit that carries the machine's drift; ``--blocks 1`` resamples single calls). The second run starts ``--busy`` processes that
-spin on the CPU for its whole duration. The runs agree for a setting when their intervals on
+spin on the CPU (``--neighbour spin``) or stream memory (``--neighbour stream``) for its whole
+duration; the cores they kept busy are measured (``rsdvla.decoding.machine.NeighbourLoad``). The runs agree for a setting when their intervals on
 the CPU clock overlap; the wall-clock ratios are printed beside (they are expected to move).
 Beside them: passes per chunk and the roofline prediction on an H100 (float32, batch 1) of the
 same calls (``rsdvla.decoding.cost``, ``rsdvla.decoding.roofline``). Exits 1 when some setting
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,6 +36,7 @@ from rsdvla.decoding import (
     SpeculativeDecoder,
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.machine import machine_description, spin, stream
 from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.timing import (
     PairedTimer,
@@ -44,11 +45,12 @@ from rsdvla.decoding.timing import (
     intervals_overlap,
     rounds_per_block,
 )
-from rsdvla.evaluation.reports.aggregate import write_markdown_section
+from rsdvla.evaluation.reports.aggregate import command_line, write_markdown_section
 from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
 
 SECTION = "## Speed under load"
+NEIGHBOURS = {"spin": spin, "stream": stream}
 REFERENCES = {  # setting -> the references it reads against
     "main_only_m3": ["main_only"],
     "rsd_ctx_corr0": ["main_only"],
@@ -76,14 +78,6 @@ def build_decoders(hidden_dim: int) -> dict:
 def span(values: list[float]) -> str:
     """``1.01-1.17x``: the smallest and largest of per-block ratios."""
     return f"{min(values):.2f}-{max(values):.2f}x"
-
-
-def spin(stop) -> None:
-    """A busy process: burns one core until ``stop`` is set."""
-    x = 0
-    while not stop.is_set():
-        for _ in range(100_000):
-            x += 1
 
 
 def timed_run(
@@ -119,6 +113,15 @@ def main(argv=None) -> bool:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--busy", type=int, default=1, help="busy processes during the second run")
+    parser.add_argument(
+        "--neighbour",
+        choices=list(NEIGHBOURS),
+        default="spin",
+        help="what the busy processes do: spin (a Python loop) or stream (copy 256 MB over and over)",
+    )
+    parser.add_argument(
+        "--section", default=SECTION, help="the docs heading whose section is replaced"
+    )
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument(
@@ -135,7 +138,8 @@ def main(argv=None) -> bool:
     run = (args.rounds, args.warmup, args.resamples, args.blocks)
     idle, passes = timed_run(decoders, h, *run)
     stop = mp.get_context("spawn").Event()
-    busy = [mp.get_context("spawn").Process(target=spin, args=(stop,)) for _ in range(args.busy)]
+    target = NEIGHBOURS[args.neighbour]
+    busy = [mp.get_context("spawn").Process(target=target, args=(stop,)) for _ in range(args.busy)]
     for p in busy:
         p.start()
     try:
@@ -166,15 +170,19 @@ def main(argv=None) -> bool:
             )
     table = "\n".join(lines)
     print(table)
-    command = "python benchmarks/bench_timing_load.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    cpu = platform.processor() or platform.machine()
+    command = command_line("benchmarks/bench_timing_load.py", argv)
+    cores = [
+        "?"
+        if run["main_only_m3"]["main_only"]["neighbour_cores"] is None
+        else f"{run['main_only_m3']['main_only']['neighbour_cores']:.2f}"
+        for run in (idle, loaded)
+    ]
     body = (
-        f"Measured with `{command.strip()}` on CPU ({cpu}), torch {torch.__version__}, one torch "
-        f"thread, {time.strftime('%Y-%m-%d')}: random weights of the quickstart's CPU sizes (main "
+        f"Measured with `{command}` on CPU: {machine_description(1)}, torch "
+        f"{torch.__version__}, {time.strftime('%Y-%m-%d')}: random weights of the quickstart's CPU sizes (main "
         f"d_model 128, 2 layers; context draft k=3), batch 1, {args.rounds} interleaved rounds per "
-        f"run; the loaded run beside {args.busy} busy process(es). Clock: the calling thread's CPU "
+        f"run; the loaded run beside {args.busy} busy process(es) of kind `{args.neighbour}` "
+        f"(cores other processes kept busy: idle {cores[0]}, loaded {cores[1]}). Clock: the calling thread's CPU "
         "time (`rsdvla.decoding.timing`); wall ratios beside for contrast. Intervals: "
         + (
             "resampling single calls. "
@@ -185,8 +193,8 @@ def main(argv=None) -> bool:
         + table
     )
     if args.docs:
-        write_markdown_section(args.docs, SECTION, body, title="# Benchmarks")
-        print(f"wrote the '{SECTION}' section of {args.docs}")
+        write_markdown_section(args.docs, args.section, body, title="# Benchmarks")
+        print(f"wrote the '{args.section}' section of {args.docs}")
     return agree
 
 

@@ -10,7 +10,6 @@ after a warm-up run.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ import torch
 
 from rsdvla.data import ActionNormalizer, HiddenStateStoreWriter
 from rsdvla.data.datamodule import HiddenStateDataModule
+from rsdvla.decoding.machine import cpu_model
 from rsdvla.evaluation.reports.aggregate import write_markdown_section
 from rsdvla.tokenizer import RFSQTokenizer
 
@@ -107,7 +107,7 @@ def main() -> None:
             DOCS,
             "## Tokenizer and data loading",
             f"Command: `python benchmarks/bench_tokenizer_data.py --write` (median of {args.repeats} runs after one "
-            f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}).\n\n"
+            f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}).\n\n"
             + table
             + "\n\nTokenizer: the default config (per-timestep MLP 7->64->64->16, 8 RFSQ layers of 7 levels), "
             "random weights (speed does not depend on them); encode+decode includes decode's code range check. "

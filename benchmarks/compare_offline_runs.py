@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 from rsdvla.decoding.timing import format_ratio, intervals_overlap
-from rsdvla.evaluation.reports.aggregate import write_markdown_section
+from rsdvla.evaluation.reports.aggregate import command_line, write_markdown_section
 
 SECTION = "## Two offline frontier runs"
 
@@ -78,17 +77,39 @@ def interval_units(rows: list[dict]) -> str:
     return "; ".join(units)
 
 
+def cores(entry: dict) -> str:
+    """The cores other processes kept busy while ``entry`` was timed, or ``?`` (not recorded)."""
+    value = entry.get("neighbour_cores")
+    return "?" if value is None else f"{value:.2f}"
+
+
+def load_summary(rows: list[dict], labels: tuple[str, str]) -> str:
+    """``neighbour load (cores other processes kept busy, median over points): idle 0.02, ...``."""
+    parts = []
+    for key, label in zip(("a", "b"), labels, strict=True):
+        values = sorted(
+            r[key]["neighbour_cores"] for r in rows if r[key].get("neighbour_cores") is not None
+        )
+        parts.append(
+            f"{label} {values[len(values) // 2]:.2f}" if values else f"{label} not recorded"
+        )
+    return "neighbour load (cores other processes kept busy, median over points): " + ", ".join(
+        parts
+    )
+
+
 def markdown(rows: list[dict], labels: tuple[str, str]) -> str:
     a, b = labels
     lines = [
         f"| setting | reference | {a}: CPU-time speedup [95% CI] | {b}: CPU-time speedup [95% CI] "
-        f"| intervals overlap | {a}: wall | {b}: wall |",
-        "|---|---|---|---|---|---|---|",
+        f"| intervals overlap | {a}: wall | {b}: wall | neighbour cores ({a} / {b}) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['setting']} | {r['reference']} | {format_ratio(r['a'])} | {format_ratio(r['b'])} "
-            f"| {'yes' if r['agree'] else 'NO'} | {r['a']['wall_ratio']:.2f}x | {r['b']['wall_ratio']:.2f}x |"
+            f"| {'yes' if r['agree'] else 'NO'} | {r['a']['wall_ratio']:.2f}x | {r['b']['wall_ratio']:.2f}x "
+            f"| {cores(r['a'])} / {cores(r['b'])} |"
         )
     return "\n".join(lines)
 
@@ -106,17 +127,16 @@ def main(argv=None) -> bool:
     agree = sum(r["agree"] for r in rows)
     table = markdown(rows, tuple(args.labels))
     print(table)
-    print(f"{agree} of {len(rows)} (setting, reference) pairs agree within their intervals")
+    load = load_summary(rows, tuple(args.labels))
+    print(f"{agree} of {len(rows)} (setting, reference) pairs agree within their intervals; {load}")
     if args.docs:
-        command = "python benchmarks/compare_offline_runs.py " + shlex.join(
-            argv if argv is not None else sys.argv[1:]
-        )
+        command = command_line("benchmarks/compare_offline_runs.py", argv)
         body = (
-            f"`{command.strip()}`: the offline points of two frontier runs of the same settings and "
+            f"`{command}`: the offline points of two frontier runs of the same settings and "
             f"checkpoints ({args.first}: {args.labels[0]}; {args.second}: {args.labels[1]}), "
             "each speed against the references timed beside it in its own run; thread CPU time, "
             f"95% bootstrap intervals {interval_units(rows)}. **{agree} of {len(rows)}** pairs agree "
-            "within their intervals.\n\n" + table
+            f"within their intervals; {load}.\n\n" + table
         )
         write_markdown_section(args.docs, SECTION, body, title="# Benchmarks")
     return agree == len(rows)

@@ -19,10 +19,22 @@ def bench(monkeypatch):
 
 def test_both_runs_are_tabled_with_block_intervals_and_block_ranges(bench, tmp_path):
     docs = tmp_path / "benchmarks.md"
-    argv = ["--rounds", "10", "--warmup", "1", "--blocks", "5", "--busy", "1"]
+    argv = [
+        "--rounds",
+        "10",
+        "--warmup",
+        "1",
+        "--blocks",
+        "5",
+        "--busy",
+        "1",
+        "--neighbour",
+        "stream",
+    ]
     bench.main([*argv, "--hidden-dim", "64", "--resamples", "100", "--docs", str(docs)])
     text = docs.read_text()
     assert "## Speed under load" in text and "resampling 5 contiguous blocks of rounds" in text
+    assert "busy process(es) of kind `stream` (cores other processes kept busy: idle " in text
     rows = [line for line in text.splitlines() if line.startswith("| rsd_ctx_corr0_m3 |")]
     assert [row.split(" | ")[1] for row in rows] == ["main_only", "main_only_m3"]
     cells = rows[1].split(" | ")

@@ -303,9 +303,13 @@ def test_offline_speed_interval_resamples_blocks_of_calls(synthetic_store, tmp_p
     main, _, tokenizer = tiny_models()
     stack = main_only_stack(main, tokenizer, synthetic_store, depth=3)
     cfg = offline_cfg(synthetic_store, tmp_path, batch_size=1, max_batches=12, timing_blocks=6)
-    speed = run_offline(cfg, stack)["speed"]
+    summary = run_offline(cfg, stack)
+    speed = summary["speed"]
     for entry in speed.values():  # 12 rounds in 6 blocks of 2
         assert entry["interval_unit"] == "block" and entry["blocks"] == 6 and entry["calls"] == 12
+        # the load it ran under: None for a run shorter than a second, else cores >= 0
+        assert entry["neighbour_cores"] is None or entry["neighbour_cores"] >= 0
+    assert "cores), 1 torch thread(s)" in summary["machine"]
     cfg = offline_cfg(synthetic_store, tmp_path, batch_size=1, max_batches=12, timing_blocks=1)
     assert run_offline(cfg, stack)["speed"]["main_only"]["interval_unit"] == "call"
 

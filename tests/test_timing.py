@@ -179,3 +179,17 @@ def test_rounds_per_block_splits_into_at_most_that_many_blocks():
     assert rounds_per_block(400, 10) == 40
     assert rounds_per_block(12, 5) == 3  # 4 blocks of 3: never more blocks than asked
     assert rounds_per_block(400, 1) is None
+
+
+def test_speed_entries_carry_the_load_the_timer_metered():
+    class Meter:  # stands in for machine.NeighbourLoad (its own test measures real processes)
+        def cores(self):
+            return 0.4567
+
+    timer = PairedTimer(["main_only", "rsd"])
+    for _ in range(3):
+        timer.round({"main_only": lambda: None, "rsd": lambda: None})
+    timer.neighbour_load = Meter()
+    assert timer.speed("rsd")["neighbour_cores"] == 0.46
+    entry = paired_speed({"wall": [2.0, 2.0]}, {"wall": [1.0, 1.0]}, "main_only")
+    assert entry["neighbour_cores"] is None  # not metered: unknown, never 0

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from rsdvla.decoding.machine import NeighbourLoad
 from rsdvla.decoding.stats import synchronize
 
 DEFAULT_REFERENCE = "main_only"
@@ -96,6 +97,7 @@ class PairedTimer:
         self.wall: dict[str, list[float]] = {n: [] for n in self.names}
         self.rounds = 0
         self.cpu_clock = cpu_clock_name()
+        self.neighbour_load = NeighbourLoad().start()
 
     def blocks(self) -> list[int] | None:
         """The block of every recorded call, by its index (None without ``block_rounds``)."""
@@ -139,6 +141,7 @@ class PairedTimer:
             resamples=resamples,
             seed=seed,
             blocks=self.blocks(),
+            neighbour_cores=self.neighbour_load.cores(),
         )
 
     def block_speeds(self, setting: str, reference: str = DEFAULT_REFERENCE) -> list[float]:
@@ -253,6 +256,7 @@ def paired_speed(
     resamples: int = RESAMPLES,
     seed: int = 0,
     blocks: Sequence[int] | None = None,
+    neighbour_cores: float | None = None,
 ) -> dict:
     """The speed entry of one setting against one reference (``{"cpu": [s], "wall": [s]}`` each,
     ``cpu`` optional: without it the entry reads ``wall``); ``blocks``: each call's timing block.
@@ -261,7 +265,9 @@ def paired_speed(
     (``thread CPU``, ``process CPU`` or ``wall``), ``ratio`` and ``ci95`` on that clock,
     ``wall_ratio`` / ``wall_ci95`` and ``cpu_ratio`` / ``cpu_ci95`` beside, ``median_ms`` and
     ``reference_median_ms`` per clock, ``calls``, ``resamples``, ``interval_unit`` (``call`` or
-    ``block``: what the intervals resample) and ``blocks`` (how many; 1 without blocks).
+    ``block``: what the intervals resample), ``blocks`` (how many; 1 without blocks) and
+    ``neighbour_cores`` (cores other processes kept busy while the run was timed,
+    :class:`rsdvla.decoding.machine.NeighbourLoad`; None where unknown).
     """
     clocks = [
         c for c in ("cpu", "wall") if reference.get(c) is not None and setting.get(c) is not None
@@ -281,6 +287,7 @@ def paired_speed(
     entry["resamples"] = resamples
     entry["interval_unit"] = interval_unit(blocks)
     entry["blocks"] = 1 if blocks is None else len(set(blocks))
+    entry["neighbour_cores"] = None if neighbour_cores is None else round(neighbour_cores, 2)
     return entry
 
 

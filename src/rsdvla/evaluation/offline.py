@@ -36,6 +36,7 @@ from rsdvla.data.split import split_episodes
 from rsdvla.data.store import HiddenStateStore, StoreError
 from rsdvla.decoding import STAGES, DecodeResult, MainOnlyDecoder
 from rsdvla.decoding.cost import at_openvla_size, call_passes, mean_per_chunk
+from rsdvla.decoding.machine import machine_description
 from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.stats import speculated_acceptance
 from rsdvla.decoding.timing import (
@@ -365,6 +366,7 @@ def run_offline(cfg: DictConfig, stack) -> dict:
         "device": str(device),
         "precision": precision,
         "torch_threads": torch.get_num_threads(),
+        "machine": machine_description(torch.get_num_threads()),
         **acc.summary(timer),
         "speed": speed,
         "speed_reference": reference,

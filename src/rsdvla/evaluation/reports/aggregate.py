@@ -270,6 +270,15 @@ def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """``python <script> <args>`` as a shell would take it back (``argv``: None reads sys.argv):
+    the command printed beside a figure in docs/."""
+    import shlex
+    import sys
+
+    return f"python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
+
+
 def write_markdown_section(path: str | os.PathLike, heading: str, body: str, title: str) -> Path:
     """Replace the section under ``heading`` (e.g. ``"## Frontier"``, up to the next ``## ``) of the
     markdown file ``path`` by ``body``, or append it; other sections stay as they are. A missing
