@@ -1,0 +1,42 @@
+"""benchmarks/bench_load_kernels.py: bare kernels timed idle and beside a neighbour (no timing asserted)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import load_benchmark
+
+from rsdvla.decoding import machine
+
+
+@pytest.mark.skipif(not machine.PROC_STAT.exists(), reason="needs Linux /proc")
+def test_runs_idle_and_beside_a_spinning_neighbour_and_writes_its_section(tmp_path):
+    bench = load_benchmark("bench_load_kernels")
+    docs = tmp_path / "benchmarks.md"
+    rows = bench.main(
+        ["--cycles", "5", "--rounds", "200", "--warmup", "1", "--scale", "8", "--settle", "0.05"]
+        + ["--conditions", "idle", "spin", "--docs", str(docs)]
+    )
+    by = {r["kernel"]: r for r in rows}
+    assert set(by) == {"matmul in cache", "weights streamed", "small ops", "streamed / in cache"}
+    for name in ("matmul in cache", "weights streamed", "small ops"):
+        spin = by[name]["spin"]
+        assert 0 < spin["ci95"][0] <= spin["ci95"][1] and 0 < spin["range"][0] <= spin["range"][1]
+        assert spin["slowdown"] > 0
+        assert set(by[name]["ms"]) == {"idle", "spin"}
+    shift = by["streamed / in cache"]["spin"]["slowdown"]
+    expected = (
+        by["weights streamed"]["spin"]["slowdown"] / by["matmul in cache"]["spin"]["slowdown"]
+    )
+    assert shift == pytest.approx(expected)
+    text = docs.read_text()
+    assert "## Which work slows under load" in text and "slowdown beside spin" in text
+    # the spinning neighbour was there: about one core busy while the loaded condition ran
+    cores = text.split("(over all its cycles): ")[1]
+    idle_cores = float(cores.split("idle ")[1].split(",")[0])
+    spin_cores = float(cores.split("spin ")[1].rstrip(".\n"))
+    assert spin_cores > 0.5 and spin_cores > idle_cores + 0.4  # the paused neighbour sleeps
+
+
+def test_conditions_without_idle_are_refused():
+    with pytest.raises(SystemExit):
+        load_benchmark("bench_load_kernels").main(["--conditions", "spin"])
