@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
+import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -35,18 +34,26 @@ from torch import nn
 
 from rsdvla.decoding import ExactAcceptance, MainOnlyDecoder, SpeculativeDecoder
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
+from rsdvla.decoding.machine import bf16_matrix_units, cpu_model, machine_description
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.decoding.roofline import DEVICES, get_device, predicted_speed
 from rsdvla.decoding.timing import PairedTimer, check_blocks, rounds_per_block, timed_cpu_wall
-from rsdvla.evaluation.reports.aggregate import write_markdown_section
+from rsdvla.evaluation.reports.aggregate import command_line, write_markdown_section
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
 
 SECTION = "## Decoding speed"
 
 
-def analysis(rows: list[dict], costs: list[dict], key: str, on_gpu: bool, threads: int) -> str:
-    """The reading of one run, every figure taken from ``rows`` and ``costs`` (``key``: the clock)."""
+def analysis(
+    rows: list[dict], costs: list[dict], key: str, on_gpu: bool, threads: int, payload: dict
+) -> str:
+    """The reading of one run, every figure taken from ``rows`` and ``costs`` (``key``: the
+    clock; ``payload``: the run's record, for the CPU it ran on)."""
+
+    def ratio(r: dict) -> str:
+        low, high = r[f"{key}_ci95"]
+        return f"{r[key]:.2f}x [{low:.2f}, {high:.2f}]"
 
     def row(precision, batch, setting):
         return next(
@@ -69,10 +76,10 @@ def analysis(rows: list[dict], costs: list[dict], key: str, on_gpu: bool, thread
         lines.append(
             f"- **{p}, batch {b}:** a verify pass over 4 positions costs {c['verify k=3'] / c['step']:.2f} "
             f"main steps, the context draft {c['ctx draft k=3'] / c['step']:.2f} and the projected draft "
-            f"{c['draft k=3'] / c['step']:.2f}. Oracle k=3 {oracle[key]:.2f}x (ceiling 1.6x), never-agree "
-            f"{never[key]:.2f}x"
-            + (f" ({skip[key]:.2f}x with `skip_below`)" if skip else "")
-            + (f"; `main-only m=3` {m3[key]:.2f}x" if m3 else "")
+            f"{c['draft k=3'] / c['step']:.2f}. Oracle k=3 {ratio(oracle)} (ceiling 1.6x), never-agree "
+            f"{ratio(never)}"
+            + (f" ({ratio(skip)} with `skip_below`)" if skip else "")
+            + (f"; `main-only m=3` {ratio(m3)}" if m3 else "")
             + (
                 f". Exact RSD returned main-only's tokens for {100 * same:.2f}% of them"
                 + (
@@ -104,21 +111,56 @@ def analysis(rows: list[dict], costs: list[dict], key: str, on_gpu: bool, thread
         return "\n".join(lines)
     lines += [
         "",
-        "Why: on one CPU core a main step at batch 1 streams its weights once, and a pass over 4 "
-        "positions in float32 costs 1.6-1.7 steps because the float32 matrix kernels are already "
-        "compute-bound at 4 rows; in bfloat16 (AMX tiles on this Xeon) 4 rows cost about what 1 row "
-        "does, as on a GPU, so the oracle approaches its ceiling. At batch 32 a step is 32 rows and a "
-        "verify pass 128: the work grows 4x whatever the precision, so the batch-32 goals need a "
-        "GPU. `decoder.compile` (torch.compile; CUDA graphs on a GPU) gives nothing on this CPU (the "
-        "CPU-sized main-only decode took 4.4-4.6 ms vs 4.0-4.3 ms per call compiled vs eager, "
-        "inductor, one thread, medians of 60, measured 2026-11-28). Truncating depth is the strong "
-        "baseline: `main-only m=3` is above every RSD ceiling with k=3 (1.6x) at every batch size.",
+        why_paragraph(rows, costs, key, payload["cpu_model"], payload["bf16_matrix_units"]),
+    ]
+    lines += [
         "",
-        "No GPU was available to this work: the GPU rows, eager and with `decoder.compile`, are "
-        "still to be measured with `bash benchmarks/gpu_checks.sh` on a GPU machine (one command; "
-        "each run into its own section).",
+        "No GPU was available to this run: the GPU rows, eager and with `decoder.compile`, are "
+        "measured with `bash benchmarks/gpu_checks.sh` on a GPU machine (one command; each run "
+        "into its own section).",
     ]
     return "\n".join(lines)
+
+
+def why_paragraph(
+    rows: list[dict], costs: list[dict], key: str, cpu: str, units: str | None
+) -> str:
+    """Why the one-thread CPU ratios are what they are, from the run's bare costs and its CPU
+    (``cpu``: model name; ``units``: its bfloat16 matrix instructions, None without)."""
+    verify = {
+        (c["precision"], c["batch"]): c["verify k=3"] / c["step"] for c in costs if c["step"] > 0
+    }
+    batch1 = " and ".join(f"{v:.2f} main steps in {p}" for (p, b), v in verify.items() if b == 1)
+    wide = ", ".join(f"{v:.2f} steps in {p} at batch {b}" for (p, b), v in verify.items() if b > 1)
+    truncated = [r[key] for r in rows if r["setting"] == "main-only m=3"]
+    text = (
+        f"Why: on this CPU ({cpu}; bfloat16 matrix instructions: {units or 'none'}) a "
+        f"verify pass over 4 positions at batch 1 costs {batch1}. Near 1, 4 rows cost "
+        "what 1 row does (a step streams its weights, as on a GPU) and the oracle approaches its "
+        "ceiling; the nearer 4, the more the kernels are already compute-bound at 4 rows and the "
+        "less a verified layer saves."
+    )
+    if wide:
+        text += (
+            f" At larger batches a step is already many rows and a verify pass 4x as many: {wide}."
+        )
+    text += (
+        " `decoder.compile` (torch.compile; CUDA graphs on a GPU) gave nothing on a CPU when last "
+        "measured (main-only 4.4-4.6 ms vs 4.0-4.3 ms per call compiled vs eager, CPU-sized "
+        "model, inductor, one thread, medians of 60, 2026-11-28, another machine)."
+    )
+    if truncated:
+        above = all(t > 1.6 for t in truncated)
+        text += (
+            f" Truncating depth is the strong baseline: `main-only m=3` reads "
+            f"{min(truncated):.2f}-{max(truncated):.2f}x, "
+            + (
+                "above the k=3 ceiling of 1.6x in every row."
+                if above
+                else "not above the k=3 ceiling of 1.6x in every row."
+            )
+        )
+    return text
 
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -471,7 +513,15 @@ def main(argv=None) -> list[dict]:
         help=f"GPU of the roofline prediction column (one of {', '.join(DEVICES)}; default: the "
         "CUDA device's own when it is in the table, else H100)",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="time nothing: rewrite the docs section of the run recorded in --json",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        rerender(parser, args)
+        return []
     if args.gpu is None:
         args.gpu = table_gpu(args.device)
     get_device(args.gpu, "--gpu")  # an unknown device is refused before anything runs
@@ -506,28 +556,72 @@ def main(argv=None) -> list[dict]:
             )
             print(cost_markdown(costs[-1:]), flush=True)
 
+    command = command_line("benchmarks/bench_decode.py", argv)
+    payload = run_payload(command, device, rows, costs, wall_clock)
+    if not args.no_docs:
+        write_markdown_section(args.docs, args.section, render(args, payload), title="# Benchmarks")
+        print(f"wrote the '{args.section}' section of {args.docs}")
+    write_json(args.json, payload)
+    return rows
+
+
+def run_payload(command: str, device: torch.device, rows, costs, wall_clock: bool) -> dict:
+    """Everything the docs section of one run is rendered from (:func:`render`)."""
+    sync = device.type == "cuda"
+    where = (
+        torch.cuda.get_device_name(device)
+        if sync
+        else f"CPU: {machine_description(torch.get_num_threads())}"
+    )
+    key = "speedup" if wall_clock else "cpu_speedup"
+    fractions = [
+        {
+            "precision": c["precision"],
+            "batch": c["batch"],
+            **{n: c[n] / c["step"] for n in c if n not in ("batch", "precision")},
+        }
+        for c in costs
+    ]
+    return {
+        "command": command,
+        "where": where,
+        "cpu_model": None if sync else cpu_model(),
+        "bf16_matrix_units": None if sync else bf16_matrix_units(),
+        "on_gpu": sync,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "speedup_clock": key,
+        "rows": rows,
+        "costs_ms": costs,
+        "costs_in_main_steps": fractions,
+        "goals": goal_report(rows, key),
+    }
+
+
+def render(args, payload: dict, rendered_from: Path | None = None) -> str:
+    """The docs section of one run, every figure from ``payload`` (:func:`run_payload`);
+    ``args``: the run's own arguments; ``rendered_from``: the JSON it was re-read from."""
+    rows, costs, key = payload["rows"], payload["costs_ms"], payload["speedup_clock"]
+    sync, threads = payload["on_gpu"], payload["threads"]
+    clock = "wall" if key == "speedup" else "thread CPU"
     table = (
         markdown(rows, sync)
         + "\n\nWhere the time goes (medians of the bare model calls, same run, interleaved):\n\n"
         + cost_markdown(costs)
     )
-    command = "python benchmarks/bench_decode.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    cpu = platform.processor() or platform.machine()
-    where = (
-        torch.cuda.get_device_name(device)
-        if sync
-        else f"CPU ({cpu}), {torch.get_num_threads()} thread(s)"
-    )
-    clock = "wall" if wall_clock else "thread CPU"
-    speed_key = "speedup" if wall_clock else "cpu_speedup"
     goals = "; ".join(
-        f"{g['setting']} at batch {g['batch']} in {g['precision']}: {g['measured']:.2f}x vs >= {g['goal']}x "
-        f"({'met' if g['met'] else 'NOT met'})"
-        for g in goal_report(rows, speed_key)
+        f"{g['setting']} at batch {g['batch']} in {g['precision']}: {g['measured']:.2f}x "
+        f"[{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}] vs >= {g['goal']}x ({goal_verdict(g)})"
+        for g in payload["goals"]
     )
-    body = f"""Measured with `{command.strip()}` on {where}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}.
+    again = (
+        f" (this section rendered from `{rendered_from}` by `python benchmarks/bench_decode.py "
+        f"--render --json {rendered_from}`)"
+        if rendered_from
+        else ""
+    )
+    return f"""Measured with `{payload["command"]}` on {payload["where"]}, torch {payload["torch"]}, {payload["date"]}{again}.
 Default sizes: main d_model 512 / 6 layers / 8 heads, draft d_model 512 / 1 block, H={args.hidden_dim},
 L=8 layers, K=7 levels, N=128 tokens per layer; random weights, `exact` acceptance. Each precision
 (`precision` of `evaluate.py`: main and drafts in that dtype, hidden states standardized in float32,
@@ -540,7 +634,7 @@ rows the seed's `DraftModel` (4096->512 projection + one block). The never-agree
 codes off by one level; `skip_below=0.7` is the opt-in fallback that decodes main-only while the
 draft keeps failing (every 8th call still drafts to re-check). `main-only m=3` decodes only the
 first 3 layers (the truncated-depth baseline; its codes differ).
-Goals (issue 10, ratio of medians): {goals}.
+Goals (issue 10, ratio of medians, with the 95% interval): {goals}.
 Each of {args.repeats} repeats calls every setting once on the same input in a rotating order, after
 {args.warmup} warm-up calls each. Times are medians per decoder call (ms); stage columns are medians
 of the decoder's own stage timers (wall); speedup = median main-only / median setting, its 95%
@@ -555,13 +649,36 @@ Ceilings in main-model passes: oracle k=3 8/5 = 1.6x, oracle k=7 8x.
 `predicted` uses the bare costs above ({clock} clock): oracle k=3 = 8 / (4 + verify + draft),
 never-agree = 8 / (7 + verify + draft), in units of one main step (start, ctx and detokenize ignored).
 
-{analysis(rows, costs, speed_key, sync, torch.get_num_threads())}
+{analysis(rows, costs, key, sync, threads, payload)}
 """
-    if not args.no_docs:
-        write_markdown_section(args.docs, args.section, body, title="# Benchmarks")
-        print(f"wrote the '{args.section}' section of {args.docs}")
-    write_json(args.json, command.strip(), where, rows, costs, speed_key)
-    return rows
+
+
+def rerender(parser: argparse.ArgumentParser, args) -> None:
+    """``--render``: rewrite the docs section of the run recorded in ``--json``, timing nothing."""
+    import json
+
+    payload = json.loads(args.json.read_text())
+    if payload.get("goals") and "ci95" not in payload["goals"][0]:
+        raise ValueError(
+            f"{args.json}: goals[].ci95 is missing (a run from before the intervals); rerun "
+            "benchmarks/bench_decode.py to measure it again"
+        )
+    recorded = parser.parse_args(shlex.split(payload["command"])[2:])
+    payload.setdefault("on_gpu", not payload["where"].startswith("CPU"))
+    payload.setdefault("threads", recorded.threads or 1)
+    payload.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(args.json.stat().st_mtime)))
+    if "bf16_matrix_units" not in payload:  # recorded before the field: only this machine's run
+        if payload["on_gpu"] or cpu_model() not in payload["where"]:
+            raise ValueError(
+                f"{args.json}: bf16_matrix_units is not recorded and the run was not on this "
+                f"machine's CPU ({cpu_model()}); render it where it ran, or measure it again"
+            )
+        payload["cpu_model"], payload["bf16_matrix_units"] = cpu_model(), bf16_matrix_units()
+    write_markdown_section(
+        args.docs, recorded.section, render(recorded, payload, args.json), title="# Benchmarks"
+    )
+    write_json(args.json, payload)
+    print(f"wrote the '{recorded.section}' section of {args.docs} from {args.json}")
 
 
 def table_gpu(device: str) -> str:
@@ -595,34 +712,25 @@ def goal_report(rows: list[dict], key: str) -> list[dict]:
                     "setting": setting,
                     "goal": goal,
                     "measured": row[key],
+                    "ci95": row[f"{key}_ci95"],
                     "met": row[key] >= goal,
                 }
             )
     return out
 
 
-def write_json(path: Path, command: str, where: str, rows, costs, key: str) -> None:
+def goal_verdict(goal: dict) -> str:
+    """``met``, ``NOT met``, or either with ``interval holds the goal`` when the 95% interval
+    reaches across it (the run cannot tell)."""
+    low, high = goal["ci95"]
+    verdict = "met" if goal["met"] else "NOT met"
+    return f"{verdict}, interval holds the goal" if low < goal["goal"] <= high else verdict
+
+
+def write_json(path: Path, payload: dict) -> None:
     """The figures of one run as JSON (rows, bare costs in main steps, goals met)."""
     import json
 
-    fractions = [
-        {
-            "precision": c["precision"],
-            "batch": c["batch"],
-            **{n: c[n] / c["step"] for n in c if n not in ("batch", "precision")},
-        }
-        for c in costs
-    ]
-    payload = {
-        "command": command,
-        "where": where,
-        "torch": torch.__version__,
-        "speedup_clock": key,
-        "rows": rows,
-        "costs_ms": costs,
-        "costs_in_main_steps": fractions,
-        "goals": goal_report(rows, key),
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

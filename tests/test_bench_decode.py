@@ -59,3 +59,44 @@ def test_markdown_section_is_replaced_in_place_appended_or_starts_a_file(tmp_pat
     write_markdown_section(doc, "## C", "added", title="# Title")
     assert doc.read_text().endswith("## B\n\nkept\n\n## C\n\nadded\n")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_goals_table_reads_runs_and_refuses_one_without_intervals(tmp_path):
+    bench, table = load_benchmark("bench_decode"), load_benchmark("decoding_goals_table")
+    argv = ["--repeats", "5", "--warmup", "0", "--batch-sizes", "1", "--hidden-dim", "64"]
+    argv += ["--blocks", "5", "--precisions", "float32", "--no-docs"]
+    bench.main(argv + ["--json", str(tmp_path / "a.json")])
+    payload = json.loads((tmp_path / "a.json").read_text())
+    oracle = next(g for g in payload["goals"] if (g["setting"], g["batch"]) == ("oracle k=3", 1))
+    low, high = oracle["ci95"]
+    assert low <= oracle["measured"] <= high
+    docs = tmp_path / "benchmarks.md"
+    body = table.main([str(tmp_path / "a.json"), "--labels", "one run", "--docs", str(docs)])
+    expected = table.cell(oracle["measured"], oracle["ci95"], oracle["met"])
+    assert f"| oracle k=3 >= 1.45x at batch 1 | {expected} |" in body
+    assert "## Decoding goals at a glance" in docs.read_text()
+    assert "skip_below=0.7`, batch 1 |" in body and "float32, one run" in body
+    del payload["goals"][0]["ci95"]  # as the runs written before the intervals
+    (tmp_path / "old.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"old\.json: goals\[\]\.ci95 is missing"):
+        table.main([str(tmp_path / "old.json")])
+
+
+def test_render_rewrites_the_measured_section_from_its_json(tmp_path):
+    bench = load_benchmark("bench_decode")
+    docs, out = tmp_path / "benchmarks.md", tmp_path / "bench.json"
+    argv = ["--repeats", "5", "--warmup", "0", "--batch-sizes", "1", "--hidden-dim", "64"]
+    argv += ["--precisions", "float32", "--section", "## Decoding speed (tiny run)"]
+    bench.main(argv + ["--docs", str(docs), "--json", str(out)])
+    measured = docs.read_text()
+    docs.write_text("# Benchmarks\n\n## Decoding speed (tiny run)\n\nstale\n")
+    bench.main(["--render", "--json", str(out), "--docs", str(docs)])
+    rendered = docs.read_text()
+    note = f" (this section rendered from `{out}` by `python benchmarks/bench_decode.py --render --json {out}`)"
+    assert "stale" not in rendered and note in rendered
+    assert rendered.replace(note, "") == measured  # the same figures, timing nothing
+    payload = json.loads(out.read_text())
+    del payload["goals"][0]["ci95"]
+    out.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"bench\.json: goals\[\]\.ci95 is missing"):
+        bench.main(["--render", "--json", str(out), "--docs", str(docs)])
