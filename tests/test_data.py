@@ -89,6 +89,20 @@ def test_nan_actions_are_refused_with_row(tmp_path, synthetic_store):
     writer.close()
 
 
+def test_a_kill_while_the_partial_file_is_created_leaves_nothing_to_refuse(tmp_path):
+    # the new file is written whole as <path>.partial.new and renamed: a kill before the rename
+    # leaves only that (here: its first bytes), which the next run overwrites
+    path = tmp_path / "s.h5"
+    stats = ActionNormalizer([0] * 7, [1] * 7).to_dict()
+    half = tmp_path / "s.h5.partial.new"
+    half.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))  # a superblock cut off at 96 bytes
+    writer = HiddenStateStoreWriter(path, 4, "x", stats, ["t"])
+    assert not half.exists() and writer.completed_episodes == set()
+    writer.append_episode(0, np.ones((3, 4)), np.zeros((3, 8, 7)), 0)
+    writer.finalize()
+    assert HiddenStateStore(path).load()["episode"].tolist() == [0, 0, 0]
+
+
 def test_writer_resumes_a_partial_store_without_duplicates(tmp_path):
     stats = ActionNormalizer([0] * 7, [1] * 7).to_dict()
     path = tmp_path / "s.h5"

@@ -125,36 +125,38 @@ class HiddenStateStoreWriter:
                     raise
             else:
                 check_free_space(self.partial.parent, 1 << 16, self.partial)
-                self.file = h5py.File(self.partial, "w")
-                self.file.attrs.update(attrs)
-                self.file.attrs["committed_rows"] = 0
-                self.file.attrs["completed_episodes"] = "[]"
-                self.file.create_dataset(
-                    "hidden",
-                    (0, hidden_dim),
-                    dtype="f2",
-                    maxshape=(None, hidden_dim),
-                    chunks=(64, hidden_dim),
-                )
-                self.file.create_dataset(
-                    "actions",
-                    (0, chunk_size, action_dim),
-                    dtype="f4",
-                    maxshape=(None, chunk_size, action_dim),
-                    chunks=(256, chunk_size, action_dim),
-                )
-                for name in ("episode", "step", "task_id"):
-                    self.file.create_dataset(
-                        name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,)
+                # written whole under another name, then renamed: a run killed while creating
+                # it leaves no half-written .partial for the next run to refuse
+                fresh = Path(str(self.partial) + ".new")
+                with h5py.File(fresh, "w") as f:
+                    f.attrs.update(attrs)
+                    f.attrs["committed_rows"] = 0
+                    f.attrs["completed_episodes"] = "[]"
+                    f.create_dataset(
+                        "hidden",
+                        (0, hidden_dim),
+                        dtype="f2",
+                        maxshape=(None, hidden_dim),
+                        chunks=(64, hidden_dim),
                     )
-                # (episode, sum of hidden, sum of actions) per committed episode, verified at finalize
-                self.file.create_dataset(
-                    "checksums", (0, 3), dtype="f8", maxshape=(None, 3), chunks=(1024, 3)
-                )
-                self.file.create_dataset(
-                    "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
-                )
-                self.file.flush()
+                    f.create_dataset(
+                        "actions",
+                        (0, chunk_size, action_dim),
+                        dtype="f4",
+                        maxshape=(None, chunk_size, action_dim),
+                        chunks=(256, chunk_size, action_dim),
+                    )
+                    for name in ("episode", "step", "task_id"):
+                        f.create_dataset(name, (0,), dtype="i8", maxshape=(None,), chunks=(4096,))
+                    # (episode, sum of hidden, sum of actions) per committed episode, verified at finalize
+                    f.create_dataset(
+                        "checksums", (0, 3), dtype="f8", maxshape=(None, 3), chunks=(1024, 3)
+                    )
+                    f.create_dataset(
+                        "instructions", data=np.array(list(instructions), dtype=object), dtype=_STR
+                    )
+                os.replace(fresh, self.partial)
+                self.file = h5py.File(self.partial, "a")
             self.hidden_dim = int(hidden_dim)
         except BaseException:
             self._release_lock()
