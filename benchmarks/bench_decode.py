@@ -38,7 +38,11 @@ from rsdvla.decoding.machine import bf16_matrix_units, cpu_model, machine_descri
 from rsdvla.decoding.precision import PRECISIONS, cast_for_decoding
 from rsdvla.decoding.roofline import DEVICES, get_device, predicted_speed
 from rsdvla.decoding.timing import PairedTimer, check_blocks, rounds_per_block, timed_cpu_wall
-from rsdvla.evaluation.reports.aggregate import command_line, write_markdown_section
+from rsdvla.evaluation.reports.aggregate import (
+    command_line,
+    write_json_atomic,
+    write_markdown_section,
+)
 from rsdvla.models import ContextDraft, DraftModel, MainModel
 from rsdvla.tokenizer import RFSQTokenizer, load_tokenizer
 
@@ -112,8 +116,6 @@ def analysis(
     lines += [
         "",
         why_paragraph(rows, costs, key, payload["cpu_model"], payload["bf16_matrix_units"]),
-    ]
-    lines += [
         "",
         "No GPU was available to this run: the GPU rows, eager and with `decoder.compile`, are "
         "measured with `bash benchmarks/gpu_checks.sh` on a GPU machine (one command; each run "
@@ -728,13 +730,8 @@ def goal_verdict(goal: dict) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """The figures of one run as JSON (rows, bare costs in main steps, goals met)."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    """The figures of one run as JSON (rows, bare costs in main steps, goals met), atomically."""
+    write_json_atomic(path, payload)
     print(f"wrote {path}")
 
 

@@ -136,17 +136,13 @@ def slowdowns(runs: dict, names: list[str]) -> list[dict]:
             "kernel": name,
             "ms": {c: 1e3 * statistics.median(runs[c]["cpu"][name]) for c in runs},
         }
-        idle = runs["idle"]["cpu"][name]
+        idle = np.asarray(runs["idle"]["cpu"][name])
         for c in runs:
             if c == "idle":
                 continue
-            loaded = runs[c]["cpu"][name]
+            loaded = np.asarray(runs[c]["cpu"][name])
             per_cycle = [
-                float(
-                    np.median(np.asarray(loaded)[cycles == k])
-                    / np.median(np.asarray(idle)[cycles == k])
-                )
-                for k in np.unique(cycles)
+                ratio_of_medians(loaded[cycles == k], idle[cycles == k]) for k in np.unique(cycles)
             ]
             # ratio_of_medians(setting=idle, reference=loaded) = loaded median / idle median
             low, high = bootstrap_ratio_interval(loaded, idle, blocks=runs[c]["cycle"])

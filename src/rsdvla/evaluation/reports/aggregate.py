@@ -11,6 +11,8 @@ import contextlib
 import json
 import math
 import os
+import shlex
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -273,9 +275,6 @@ def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """``python <script> <args>`` as a shell would take it back (``argv``: None reads sys.argv):
     the command printed beside a figure in docs/."""
-    import shlex
-    import sys
-
     return f"python {script} {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
 
 
