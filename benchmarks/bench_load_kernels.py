@@ -10,7 +10,8 @@ order (``rsdvla.decoding.timing.PairedTimer``), under four conditions taken in t
 cycle (every neighbour starts once and sleeps while another condition is timed), so that the
 machine's drift over minutes falls on every condition alike:
 
-- ``idle``: nothing else running (the cores other processes kept busy are measured and printed);
+- ``idle``: no neighbour of this benchmark running (the cores other processes kept busy are
+  measured and printed, and apart from them those its own paused neighbours used);
 - ``spin``: one process spinning in a Python loop (compute, a footprint of a few KB);
 - ``stream``: one process copying a 256 MB array over and over (memory bandwidth, the shared L3);
 - ``oversubscribed``: two spinning processes, so that on 2 cores the timed thread shares its core
@@ -29,7 +30,7 @@ replaces the ``## Which work slows under load`` section of that file.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsdvla.decoding.machine import NeighbourLoad, machine_description, spin, stream
+from rsdvla.decoding.machine import NeighbourLoad, Neighbours, ProcessLoad, machine_description
 from rsdvla.decoding.timing import (
     PairedTimer,
     bootstrap_ratio_interval,
@@ -50,7 +51,7 @@ SECTION = "## Which work slows under load"
 CONDITIONS = ("idle", "spin", "stream", "oversubscribed")
 
 
-NEIGHBOURS = {"spin": [spin], "stream": [stream], "oversubscribed": [spin, spin]}
+NEIGHBOURS = {"spin": ["spin"], "stream": ["stream"], "oversubscribed": ["spin", "spin"]}
 """The neighbour processes of every loaded condition (oversubscribed: two spinning processes on
 a 2-core machine, so the timed thread shares its core and is time-sliced)."""
 
@@ -81,47 +82,39 @@ def timed_cycles(
     """``cycles`` cycles; in each, every condition in turn (its neighbour woken, the others
     paused) times ``rounds`` interleaved rounds of every kernel. The machine's drift over time
     then falls on every condition alike, as a rotating order does for decoders.
-    Returns ``{condition: {"cpu": {kernel: [s]}, "cycle": [label per round], "neighbour_cores": float | None}}``."""
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    wake = {c: ctx.Event() for c in conditions if c != "idle"}
-    procs = [
-        ctx.Process(target=target, args=(stop, wake[c]), daemon=True)
-        for c in wake
-        for target in NEIGHBOURS[c]
-    ]
-    for proc in procs:
-        proc.start()
+    Returns ``{condition: {"cpu": {kernel: [s]}, "cycle": [label per round], "neighbour_cores":
+    float | None, "own_neighbour_cores": float | None}}``: the cores all other processes kept busy
+    while the condition was timed, and the cores this benchmark's neighbour processes used of
+    them (the rest is whatever else ran on the machine, a virtual machine's steal time included)."""
+    groups = {c: Neighbours(NEIGHBOURS[c], running=False) for c in conditions if c != "idle"}
     runs = {c: {"cpu": {k: [] for k in kernels}, "cycle": []} for c in conditions}
     meters = {c: NeighbourLoad() for c in conditions}
-    try:
-        time.sleep(1.0)  # the neighbours have started (and allocated) before any timing
+    with contextlib.ExitStack() as stack:
+        for group in groups.values():
+            stack.enter_context(group)  # every neighbour started before any timing
+        pids = [pid for group in groups.values() for pid in group.pids]
+        own_meters = {c: ProcessLoad(pids) for c in conditions}
         for _ in range(warmup):
             for call in kernels.values():
                 call()
         for cycle in range(cycles):
             for condition in conditions:
-                for c, event in wake.items():
-                    event.set() if c == condition else event.clear()
+                for c, group in groups.items():
+                    group.wake() if c == condition else group.pause()
                 time.sleep(settle)
                 meters[condition].start()
+                own_meters[condition].start()
                 timer = PairedTimer(list(kernels))
                 for _ in range(rounds):
                     timer.round(kernels)
                 meters[condition].stop()
+                own_meters[condition].stop()
                 for k in kernels:
                     runs[condition]["cpu"][k] += timer.cpu[k]
                 runs[condition]["cycle"] += [cycle] * rounds
-    finally:
-        stop.set()
-        for event in wake.values():
-            event.set()
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
     for condition in conditions:
         runs[condition]["neighbour_cores"] = meters[condition].cores()
+        runs[condition]["own_neighbour_cores"] = own_meters[condition].cores()
     return runs
 
 
@@ -186,13 +179,19 @@ def markdown(rows: list[dict], runs: dict) -> str:
             span = f" ({s['range'][0]:.2f}-{s['range'][1]:.2f})" if s["range"] else ""
             cells.append(f"{s['slowdown']:.2f}x{interval}{span}")
         lines.append(f"| {r['kernel']} | " + " | ".join(ms + cells) + " |")
-    cores = ", ".join(
-        f"{c} {'?' if runs[c]['neighbour_cores'] is None else format(runs[c]['neighbour_cores'], '.2f')}"
+
+    def cores(value: float | None) -> str:
+        return "?" if value is None else f"{value:.2f}"
+
+    load = ", ".join(
+        f"{c} {cores(runs[c]['neighbour_cores'])} ({cores(runs[c]['own_neighbour_cores'])})"
         for c in runs
     )
     return (
         "\n".join(lines)
-        + f"\n\nCores other processes kept busy while each was timed (over all its cycles): {cores}."
+        + "\n\nCores other processes kept busy while each was timed, over all its cycles (in "
+        f"brackets, those this benchmark's neighbours used; the rest ran elsewhere, a virtual "
+        f"machine's steal time included): {load}."
     )
 
 

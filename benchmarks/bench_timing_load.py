@@ -2,6 +2,7 @@
 
     python benchmarks/bench_timing_load.py                       # CPU-sized main (d 128, 2 layers)
     python benchmarks/bench_timing_load.py --rounds 400 --busy 2 --docs docs/benchmarks.md
+    python benchmarks/bench_timing_load.py --rounds 400 --repeats 6 --busy 0   # idle-idle control
 
 Decoders of the offline frontier's kinds (main-only at full depth and at m=3, RSD with the
 context draft and ``agreement_corrected`` at threshold 0 at full depth and at m=3, draft-only),
@@ -9,10 +10,15 @@ random weights of the quickstart's CPU sizes, random hidden states at batch 1, o
 Each run times every decoder in interleaved rounds (``rsdvla.decoding.timing``: rotating order,
 thread CPU time and wall per call) and reads each against ``main_only`` and, at depth 3, against
 ``main_only_m3``, with 95% bootstrap intervals over ``--blocks`` contiguous blocks of rounds (the
-unit that carries the machine's drift; ``--blocks 1`` resamples single calls). The second run starts ``--busy`` processes that
-spin on the CPU (``--neighbour spin``) or stream memory (``--neighbour stream``) for its whole
-duration; the cores they kept busy are measured (``rsdvla.decoding.machine.NeighbourLoad``). The runs agree for a setting when their intervals on
-the CPU clock overlap; the wall-clock ratios are printed beside (they are expected to move).
+unit that carries the machine's drift; ``--blocks 1`` resamples single calls). ``--busy``
+neighbour processes that spin on the CPU (``--neighbour spin``) or stream memory (``--neighbour
+stream``) are started, and waited for, before anything is timed (``rsdvla.decoding.machine
+.Neighbours``); they sleep through the idle run and work through the loaded one, and the cores
+other processes kept busy are measured (``NeighbourLoad``). The runs agree for a setting when
+their intervals on the CPU clock overlap; the wall-clock ratios are printed beside (they are
+expected to move). ``--repeats N`` times N such pairs, the order alternating (idle first, then
+loaded first), and adds a table of how many pairs agree and how far the loaded ratio shifts;
+``--busy 0`` makes it a control, two idle runs, the drift with no load.
 Beside them: passes per chunk and the roofline prediction on an H100 (float32, batch 1) of the
 same calls (``rsdvla.decoding.cost``, ``rsdvla.decoding.roofline``). Exits 1 when some setting
 disagrees. With ``--docs`` the table replaces the ``## Speed under
@@ -22,7 +28,7 @@ load`` section of that file.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +42,7 @@ from rsdvla.decoding import (
     SpeculativeDecoder,
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
-from rsdvla.decoding.machine import machine_description, spin, stream
+from rsdvla.decoding.machine import NEIGHBOUR_KINDS, Neighbours, machine_description
 from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.timing import (
     PairedTimer,
@@ -50,7 +56,6 @@ from rsdvla.models import ContextDraft, MainModel
 from rsdvla.tokenizer import RFSQTokenizer
 
 SECTION = "## Speed under load"
-NEIGHBOURS = {"spin": spin, "stream": stream}
 REFERENCES = {  # setting -> the references it reads against
     "main_only_m3": ["main_only"],
     "rsd_ctx_corr0": ["main_only"],
@@ -108,6 +113,35 @@ def timed_run(
     return speed, passes
 
 
+def repeated_summary(pairs: list[dict]) -> tuple[str, bool]:
+    """A markdown table over repeated (idle, loaded) pairs: per setting and reference, how many
+    pairs agree (CPU-time intervals overlap), the median idle and loaded speedups, and the
+    median and range of the shift (loaded speedup / idle speedup). Also whether all agree."""
+    lines = [
+        "| setting | reference | pairs that agree | idle: median speedup | loaded: median speedup "
+        "| shift: median (range over pairs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    agreed = total = 0
+    for name, refs in REFERENCES.items():
+        for ref in refs:
+            idle = [pair["idle"][name][ref] for pair in pairs]
+            loaded = [pair["loaded"][name][ref] for pair in pairs]
+            same = sum(
+                intervals_overlap(a["ci95"], b["ci95"]) for a, b in zip(idle, loaded, strict=True)
+            )
+            shifts = [b["ratio"] / a["ratio"] for a, b in zip(idle, loaded, strict=True)]
+            agreed, total = agreed + same, total + len(pairs)
+            lines.append(
+                f"| {name} | {ref} | {same} of {len(pairs)} "
+                f"| {statistics.median(a['ratio'] for a in idle):.2f}x "
+                f"| {statistics.median(b['ratio'] for b in loaded):.2f}x "
+                f"| {statistics.median(shifts):.3f} ({min(shifts):.3f}-{max(shifts):.3f}) |"
+            )
+    lines.append(f"| all | | {agreed} of {total} | | | |")
+    return "\n".join(lines), agreed == total
+
+
 def main(argv=None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
@@ -115,9 +149,15 @@ def main(argv=None) -> bool:
     parser.add_argument("--busy", type=int, default=1, help="busy processes during the second run")
     parser.add_argument(
         "--neighbour",
-        choices=list(NEIGHBOURS),
+        choices=list(NEIGHBOUR_KINDS),
         default="spin",
         help="what the busy processes do: spin (a Python loop) or stream (copy 256 MB over and over)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="pairs of runs (idle, loaded), the order alternating; with 0 --busy an idle-idle control",
     )
     parser.add_argument(
         "--section", default=SECTION, help="the docs heading whose section is replaced"
@@ -132,22 +172,27 @@ def main(argv=None) -> bool:
     )
     args = parser.parse_args(argv)
     check_blocks(args.blocks, "--blocks")
+    if args.repeats < 1 or args.busy < 0:
+        parser.error(
+            f"--repeats={args.repeats}, --busy={args.busy}: use --repeats >= 1, --busy >= 0"
+        )
     torch.set_num_threads(1)  # all of a call's work in the calling thread: thread CPU time holds it
     decoders = build_decoders(args.hidden_dim)
     h = torch.randn(64, args.hidden_dim, generator=torch.Generator().manual_seed(1))
     run = (args.rounds, args.warmup, args.resamples, args.blocks)
-    idle, passes = timed_run(decoders, h, *run)
-    stop = mp.get_context("spawn").Event()
-    target = NEIGHBOURS[args.neighbour]
-    busy = [mp.get_context("spawn").Process(target=target, args=(stop,)) for _ in range(args.busy)]
-    for p in busy:
-        p.start()
-    try:
-        loaded, _ = timed_run(decoders, h, *run)
-    finally:
-        stop.set()
-        for p in busy:
-            p.join()
+    pairs = []
+    with Neighbours([args.neighbour] * args.busy, running=False) as busy:  # all started
+        for repeat in range(args.repeats):
+            # odd repeats run loaded first, so drift within a pair favours neither condition
+            order = ("idle", "loaded") if repeat % 2 == 0 else ("loaded", "idle")
+            pair = {}
+            for condition in order:
+                busy.wake() if condition == "loaded" else busy.pause()
+                pair[condition], passes = timed_run(decoders, h, *run)
+            pairs.append(pair)
+            if args.repeats > 1:
+                print(f"pair {repeat + 1}/{args.repeats} timed", flush=True)
+    idle, loaded = pairs[0]["idle"], pairs[0]["loaded"]
     lines = [
         "| setting | reference | idle: CPU-time speedup [95% CI] | loaded: CPU-time speedup [95% CI] "
         "| intervals overlap | idle: range of block ratios | loaded: range of block ratios "
@@ -169,6 +214,13 @@ def main(argv=None) -> bool:
                 f"| {mean_per_chunk(passes[name], 1)['passes']:.1f} | {predicted:.2f}x |"
             )
     table = "\n".join(lines)
+    if args.repeats > 1:
+        summary, agree = repeated_summary(pairs)
+        table = (
+            f"The first pair:\n\n{table}\n\nAll {args.repeats} pairs (a pair agrees for a "
+            "setting when its two CPU-time intervals overlap; shift: the loaded ratio over the "
+            "idle one):\n\n" + summary
+        )
     print(table)
     command = command_line("benchmarks/bench_timing_load.py", argv)
     cores = [
@@ -177,12 +229,20 @@ def main(argv=None) -> bool:
         else f"{run['main_only_m3']['main_only']['neighbour_cores']:.2f}"
         for run in (idle, loaded)
     ]
+    pairs_text = (
+        f"{args.repeats} pairs of runs, the order within a pair alternating (idle first, then "
+        "loaded first), "
+        if args.repeats > 1
+        else ""
+    )
+    control = " (a control: both runs idle)" if args.busy == 0 else ""
     body = (
         f"Measured with `{command}` on CPU: {machine_description(1)}, torch "
         f"{torch.__version__}, {time.strftime('%Y-%m-%d')}: random weights of the quickstart's CPU sizes (main "
-        f"d_model 128, 2 layers; context draft k=3), batch 1, {args.rounds} interleaved rounds per "
-        f"run; the loaded run beside {args.busy} busy process(es) of kind `{args.neighbour}` "
-        f"(cores other processes kept busy: idle {cores[0]}, loaded {cores[1]}). Clock: the calling thread's CPU "
+        f"d_model 128, 2 layers; context draft k=3), batch 1, {pairs_text}{args.rounds} interleaved "
+        f"rounds per run; the loaded run beside {args.busy} busy process(es) of kind "
+        f"`{args.neighbour}`{control} (cores other processes kept busy in the first pair: idle "
+        f"{cores[0]}, loaded {cores[1]}). Clock: the calling thread's CPU "
         "time (`rsdvla.decoding.timing`); wall ratios beside for contrast. Intervals: "
         + (
             "resampling single calls. "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import load_benchmark
 
@@ -13,7 +15,7 @@ def test_runs_idle_and_beside_a_spinning_neighbour_and_writes_its_section(tmp_pa
     bench = load_benchmark("bench_load_kernels")
     docs = tmp_path / "benchmarks.md"
     rows = bench.main(
-        ["--cycles", "5", "--rounds", "200", "--warmup", "1", "--scale", "8", "--settle", "0.05"]
+        ["--cycles", "5", "--rounds", "500", "--warmup", "1", "--scale", "8", "--settle", "0.05"]
         + ["--conditions", "idle", "spin", "--docs", str(docs)]
     )
     by = {r["kernel"]: r for r in rows}
@@ -30,11 +32,15 @@ def test_runs_idle_and_beside_a_spinning_neighbour_and_writes_its_section(tmp_pa
     assert shift == pytest.approx(expected)
     text = docs.read_text()
     assert "## Which work slows under load" in text and "slowdown beside spin" in text
-    # the spinning neighbour was there: about one core busy while the loaded condition ran
-    cores = text.split("(over all its cycles): ")[1]
-    idle_cores = float(cores.split("idle ")[1].split(",")[0])
-    spin_cores = float(cores.split("spin ")[1].rstrip(".\n"))
-    assert spin_cores > 0.5 and spin_cores > idle_cores + 0.4  # the paused neighbour sleeps
+    # (500 rounds: over 1 s of metering per condition, or the cores read "?")
+    # The neighbour's own CPU time, not the machine's (which on a shared host moves with the
+    # host's other tenants): it spun about a core while spin was timed and slept while idle was.
+    loads = dict(re.findall(r"(idle|spin) ([0-9.]+ \([0-9.]+\))", text.split("steal time")[1]))
+    (idle_all, idle_ours), (spin_all, spin_ours) = (
+        [float(x) for x in re.findall(r"[0-9.]+", loads[c])] for c in ("idle", "spin")
+    )
+    assert spin_ours > 0.5 and idle_ours < 0.1, loads
+    assert spin_all >= spin_ours - 0.1 and idle_all >= idle_ours - 0.1  # the machine counts ours
 
 
 def test_conditions_without_idle_are_refused():

@@ -27,40 +27,84 @@ def test_cpu_model_and_bf16_units_read_from_cpuinfo(tmp_path, monkeypatch):
         machine._cpuinfo_field.cache_clear()
 
 
-def _spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+class _Clock:
+    """Stands in for the machine's counters: seconds, machine-wide busy jiffies, this process's."""
+
+    def __init__(self, monkeypatch):
+        self.now, self.busy, self.own = 0.0, 0, 0
+        monkeypatch.setattr(machine, "_busy_jiffies", lambda: self.busy)
+        monkeypatch.setattr(machine, "_own_jiffies", lambda: self.own)
+        monkeypatch.setattr(machine.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(machine.os, "sysconf", lambda name: 100)
+
+    def run(self, seconds, own_cores, other_cores):
+        self.now += seconds
+        self.own += round(100 * seconds * own_cores)
+        self.busy += round(100 * seconds * (own_cores + other_cores))
+
+
+def test_neighbour_load_subtracts_this_process_and_sums_segments(monkeypatch):
+    clock = _Clock(monkeypatch)
+    meter = machine.NeighbourLoad().start()
+    clock.run(2.0, own_cores=1.0, other_cores=0.0)  # this process's own work is not a neighbour's
+    assert meter.cores() == 0.0
+    clock.run(2.0, own_cores=1.0, other_cores=1.0)  # a running segment counts up to now
+    assert meter.cores() == pytest.approx(0.5)
+    meter.stop()
+    clock.run(5.0, own_cores=0.0, other_cores=2.0)  # not metered
+    meter.start()
+    clock.run(1.0, own_cores=0.5, other_cores=0.5)
+    meter.stop()
+    assert meter.cores() == pytest.approx((0 + 2.0 + 0.5) / 5.0)
+    short = machine.NeighbourLoad().start()
+    clock.run(0.5, own_cores=0.0, other_cores=1.0)
+    assert short.cores() is None  # under a second: too coarse to say
+    monkeypatch.setattr(machine, "_busy_jiffies", lambda: None)
+    assert machine.NeighbourLoad().start().cores() is None  # no /proc: unknown, never 0
 
 
 @pytest.mark.skipif(not machine.PROC_STAT.exists(), reason="needs Linux /proc")
-def test_neighbour_load_counts_other_processes_not_this_one():
-    meter = machine.NeighbourLoad().start()
-    _spin(1.5)  # this process's own work is not a neighbour's
-    own = meter.cores()
+def test_a_real_busy_process_is_counted_by_both_meters():
+    """Beside a real spinning process (this one sleeping), :class:`ProcessLoad` reads about a
+    core for it and :class:`NeighbourLoad` at least that much (the machine counts it, and
+    whatever else runs on the host beside it, which is why nothing here reads the machine alone)."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        meter = machine.NeighbourLoad().start()
+        machine_wide = machine.NeighbourLoad().start()
+        its_own = machine.ProcessLoad([busy.pid]).start()
         time.sleep(1.5)
-        beside = meter.cores()
+        beside, spun = machine_wide.cores(), its_own.cores()
     finally:
         busy.kill()
         busy.wait()
-    assert beside > 0.6 and beside > own + 0.4, (own, beside)
-    assert machine.NeighbourLoad().start().cores() is None  # under a second: too coarse to say
-    # segments add up: two of 0.6 s each, the second beside a busy process, read about half a core
-    meter = machine.NeighbourLoad().start()
-    time.sleep(0.6)
-    meter.stop()
-    time.sleep(0.5)  # not metered
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
+    assert spun > 0.6, spun
+    assert beside >= spun - 0.1, (beside, spun)
+    assert machine.ProcessLoad([busy.pid]).start().cores() is None  # gone: unknown
+
+
+@pytest.mark.skipif(not machine.PROC_STAT.exists(), reason="needs Linux /proc")
+def test_neighbours_start_ready_sleep_while_paused_and_stop():
+    """The benchmarks' neighbour processes: entering returns once they have started (so no
+    timing overlaps their start-up, which imports this package), a paused one uses no CPU, a
+    woken one about a core, and leaving stops them all."""
+    with machine.Neighbours(["spin"], running=False) as group:
+        (pid,) = group.pids
+        paused = machine.ProcessLoad([pid]).start()
+        time.sleep(1.2)
+        asleep = paused.cores()
+        group.wake()
+        time.sleep(0.2)
+        awake = machine.ProcessLoad([pid]).start()
+        time.sleep(1.2)
+        spinning = awake.cores()
+        group.pause()
         time.sleep(0.3)
-        meter.start()
-        time.sleep(0.6)
-        meter.stop()
-    finally:
-        busy.kill()
-        busy.wait()
-    assert 0.25 < meter.cores() < 0.8, meter.cores()
+        paused_again = machine.ProcessLoad([pid]).start()
+        time.sleep(1.2)
+        asleep_again = paused_again.cores()
+    assert asleep < 0.1 and asleep_again < 0.1, (asleep, asleep_again)
+    assert spinning > 0.5, spinning
+    assert not machine.PROC_STAT.parent.joinpath(str(pid)).exists()  # stopped and reaped
+    with pytest.raises(ValueError, match="neighbour kinds \\['sprint'\\]: choose from"):
+        machine.Neighbours(["sprint"])
