@@ -38,7 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsdvla.decoding.machine import NeighbourLoad, Neighbours, ProcessLoad, machine_description
+from rsdvla.decoding.machine import (
+    NeighbourLoad,
+    Neighbours,
+    ProcessLoad,
+    format_cores,
+    machine_description,
+)
 from rsdvla.decoding.timing import (
     PairedTimer,
     bootstrap_ratio_interval,
@@ -179,12 +185,9 @@ def markdown(rows: list[dict], runs: dict) -> str:
             span = f" ({s['range'][0]:.2f}-{s['range'][1]:.2f})" if s["range"] else ""
             cells.append(f"{s['slowdown']:.2f}x{interval}{span}")
         lines.append(f"| {r['kernel']} | " + " | ".join(ms + cells) + " |")
-
-    def cores(value: float | None) -> str:
-        return "?" if value is None else f"{value:.2f}"
-
     load = ", ".join(
-        f"{c} {cores(runs[c]['neighbour_cores'])} ({cores(runs[c]['own_neighbour_cores'])})"
+        f"{c} {format_cores(runs[c]['neighbour_cores'])} "
+        f"({format_cores(runs[c]['own_neighbour_cores'])})"
         for c in runs
     )
     return (

@@ -42,7 +42,12 @@ from rsdvla.decoding import (
     SpeculativeDecoder,
 )
 from rsdvla.decoding.cost import call_passes, mean_per_chunk
-from rsdvla.decoding.machine import NEIGHBOUR_KINDS, Neighbours, machine_description
+from rsdvla.decoding.machine import (
+    NEIGHBOUR_KINDS,
+    Neighbours,
+    format_cores,
+    machine_description,
+)
 from rsdvla.decoding.roofline import predicted_speed
 from rsdvla.decoding.timing import (
     PairedTimer,
@@ -224,10 +229,7 @@ def main(argv=None) -> bool:
     print(table)
     command = command_line("benchmarks/bench_timing_load.py", argv)
     cores = [
-        "?"
-        if run["main_only_m3"]["main_only"]["neighbour_cores"] is None
-        else f"{run['main_only_m3']['main_only']['neighbour_cores']:.2f}"
-        for run in (idle, loaded)
+        format_cores(run["main_only_m3"]["main_only"]["neighbour_cores"]) for run in (idle, loaded)
     ]
     pairs_text = (
         f"{args.repeats} pairs of runs, the order within a pair alternating (idle first, then "

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from rsdvla.decoding.machine import format_cores
 from rsdvla.decoding.timing import format_ratio, intervals_overlap
 from rsdvla.evaluation.reports.aggregate import command_line, write_markdown_section
 
@@ -79,8 +80,7 @@ def interval_units(rows: list[dict]) -> str:
 
 def cores(entry: dict) -> str:
     """The cores other processes kept busy while ``entry`` was timed, or ``?`` (not recorded)."""
-    value = entry.get("neighbour_cores")
-    return "?" if value is None else f"{value:.2f}"
+    return format_cores(entry.get("neighbour_cores"))
 
 
 def load_summary(rows: list[dict], labels: tuple[str, str]) -> str:

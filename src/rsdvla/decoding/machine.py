@@ -87,6 +87,11 @@ def _own_jiffies() -> int | None:
     return _process_jiffies(PROC_SELF_STAT)
 
 
+def format_cores(value: float | None) -> str:
+    """A meter's cores as printed beside a speed: ``0.02``, or ``?`` when unknown."""
+    return "?" if value is None else f"{value:.2f}"
+
+
 class _CoreMeter:
     """Mean cores a jiffy counter advanced by while the meter ran (between :meth:`start` and
     :meth:`stop`, summed over every such segment; a running segment counts up to now).
